@@ -1,0 +1,4 @@
+from .configuration_sppscl import VARIANTS, SppSclConfig
+
+
+__all__ = ["SppSclConfig", "VARIANTS"]

@@ -1,0 +1,151 @@
+"""SPP-SCL's losses and gate as pure functions.
+
+Two flavours of the supervised contrastive loss are provided: `"reference"` reproduces the authors' released
+code (self-similarity zeroed but kept in the denominator, anchors without positives count as zero in the mean,
+inter-modal loss with text anchors only) and `"supcon"` is the standard formulation of Khosla et al. (2020)
+(self excluded, mean over anchors that have positives, inter-modal loss averaged over both directions).
+"""
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+LOSS_FLAVOURS = ("reference", "supcon")
+
+
+def _same_label_mask(row_labels: torch.Tensor, column_labels: torch.Tensor) -> torch.Tensor:
+    return row_labels.view(-1, 1) == column_labels.view(1, -1)
+
+
+def _mean_log_likelihood_of_positives(
+    logits: torch.Tensor, log_denominator: torch.Tensor, positives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row mean of `logits - log_denominator` over the positive columns, and each row's positive count."""
+    positives = positives.to(logits.dtype)
+    counts = positives.sum(dim=1)
+    summed = ((logits - log_denominator.unsqueeze(1)) * positives).sum(dim=1)
+    return summed / counts.clamp(min=1.0), counts
+
+
+def _check_flavour(flavour: str) -> None:
+    if flavour not in LOSS_FLAVOURS:
+        raise ValueError(f"flavour must be one of {LOSS_FLAVOURS}, got {flavour!r}")
+
+
+def intra_modal_contrastive_loss(
+    embeds: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07, flavour: str = "supcon"
+) -> torch.Tensor:
+    """Supervised contrastive loss within one modality ("pull" samples of the same label together).
+
+    Args:
+        embeds: `[B, D]` embeddings (normalised here).
+        labels: `[B]` integer labels.
+        temperature: softmax temperature.
+        flavour: `"reference"` (the authors' code) or `"supcon"` (standard).
+    """
+    _check_flavour(flavour)
+    z = F.normalize(embeds, dim=-1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    positives = _same_label_mask(labels, labels) & ~self_mask
+    if flavour == "reference":
+        # Order as in the released code: zero the diagonal, then subtract the (detached) row max; the zeroed
+        # self-similarity stays in the denominator.
+        logits = logits.masked_fill(self_mask, 0.0)
+        logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+        log_denominator = torch.logsumexp(logits, dim=1)
+        mean_log_prob, _ = _mean_log_likelihood_of_positives(logits, log_denominator, positives)
+        return -mean_log_prob.mean()
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_denominator = torch.logsumexp(logits, dim=1)
+    mean_log_prob, counts = _mean_log_likelihood_of_positives(logits.masked_fill(self_mask, 0.0), log_denominator, positives)
+    has_positive = counts > 0
+    if not has_positive.any():
+        return embeds.sum() * 0.0
+    return -mean_log_prob[has_positive].mean()
+
+
+def _cross_modal_direction(anchors: torch.Tensor, contrasts: torch.Tensor, labels: torch.Tensor, temperature: float, subtract_row_max: bool) -> torch.Tensor:
+    logits = F.normalize(anchors, dim=-1) @ F.normalize(contrasts, dim=-1).T / temperature
+    if subtract_row_max:
+        logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    log_denominator = torch.logsumexp(logits, dim=1)
+    mean_log_prob, _ = _mean_log_likelihood_of_positives(logits, log_denominator, _same_label_mask(labels, labels))
+    return -mean_log_prob.mean()
+
+
+def inter_modal_contrastive_loss(
+    text_embeds: torch.Tensor,
+    image_embeds: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.07,
+    flavour: str = "supcon",
+) -> torch.Tensor:
+    """Supervised contrastive loss across modalities: a sample's positives are the other modality's embeddings
+    of every sample with its label, its own pair included.
+
+    `"reference"` uses text rows as anchors and image columns as contrasts, as the released training script
+    calls it; `"supcon"` averages that direction with the image-anchored one.
+    """
+    _check_flavour(flavour)
+    text_anchored = _cross_modal_direction(text_embeds, image_embeds, labels, temperature, flavour == "reference")
+    if flavour == "reference":
+        return text_anchored
+    image_anchored = _cross_modal_direction(image_embeds, text_embeds, labels, temperature, False)
+    return (text_anchored + image_anchored) / 2
+
+
+def gate_counts(text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """The gate's two counts on one batch.
+
+    Returns `(below, same_label_pairs)`: how many of the `B * B` text-image similarities
+    `sigmoid(t_i . v_j)` (raw dot products) lie strictly below the mean of the matched pairs' similarities, and
+    how many ordered pairs `(i, j)`, `i = j` included, share a label.
+    """
+    with torch.no_grad():
+        similarity = torch.sigmoid(text_embeds.detach() @ image_embeds.detach().T)
+        below = int((similarity < similarity.diagonal().mean()).sum())
+        same = int(_same_label_mask(labels, labels).sum())
+    return below, same
+
+
+def gate_takes_inter_step(below: int, same_label_pairs: int, ratio: float = 2.0 / 3.0) -> bool:
+    """Whether the conditional inter-modal step runs: it is skipped once `below >= floor(same * ratio)`.
+
+    The product is rounded to 12 digits before the floor so that `same * 2/3` lands on the integer the
+    authors' code gets in exact cases (e.g. 24 * 2/3 = 16).
+    """
+    return below < math.floor(round(same_label_pairs * ratio, 12))
+
+
+def global_gate_counts(text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """`gate_counts` summed over all processes, so that every rank takes the same decision."""
+    below, same = gate_counts(text_embeds, image_embeds, labels)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return below, same
+    counts = torch.tensor([below, same], dtype=torch.int64, device=text_embeds.device)
+    dist.all_reduce(counts)
+    return int(counts[0]), int(counts[1])
+
+
+def gather_across_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every process along dim 0, keeping the gradient path to each rank's own part."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)
+
+
+__all__ = [
+    "LOSS_FLAVOURS",
+    "gate_counts",
+    "gate_takes_inter_step",
+    "gather_across_processes",
+    "global_gate_counts",
+    "inter_modal_contrastive_loss",
+    "intra_modal_contrastive_loss",
+]
