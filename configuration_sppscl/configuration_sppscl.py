@@ -90,6 +90,10 @@ class SppSclConfig(PreTrainedConfig):
     """
 
     model_type = "sppscl"
+    # Trainer.predict keeps only the logits; the embeddings are read from the model directly where needed.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "text_embeds", "image_embeds", "fused_embeds", "ce_loss", "intra_text_loss", "intra_image_loss"
+    ]
     sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet"),

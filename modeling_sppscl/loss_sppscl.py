@@ -98,6 +98,32 @@ def inter_modal_contrastive_loss(
     return (text_anchored + image_anchored) / 2
 
 
+def step_one_objective(
+    logits: torch.Tensor,
+    text_embeds: torch.Tensor,
+    image_embeds: torch.Tensor,
+    labels: torch.Tensor,
+    weights: tuple[float, float, float] = (5.0, 1.0, 1.0),
+    temperature: float = 0.07,
+    flavour: str = "supcon",
+    contrastive_labels: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The first step's objective: weighted cross-entropy plus both intra-modal losses.
+
+    `weights` are those of (cross-entropy, intra-text, intra-image). The contrastive terms may see a larger
+    batch than the classifier (embeddings gathered from every process): then pass their labels as
+    `contrastive_labels`. Returns the unweighted terms and their weighted sum under `"loss"`.
+    """
+    contrastive_labels = labels if contrastive_labels is None else contrastive_labels
+    terms = {
+        "ce_loss": F.cross_entropy(logits, labels),
+        "intra_text_loss": intra_modal_contrastive_loss(text_embeds, contrastive_labels, temperature, flavour),
+        "intra_image_loss": intra_modal_contrastive_loss(image_embeds, contrastive_labels, temperature, flavour),
+    }
+    terms["loss"] = sum(weight * term for weight, term in zip(weights, terms.values()))
+    return terms
+
+
 def gate_counts(text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """The gate's two counts on one batch.
 
@@ -148,4 +174,5 @@ __all__ = [
     "global_gate_counts",
     "inter_modal_contrastive_loss",
     "intra_modal_contrastive_loss",
+    "step_one_objective",
 ]

@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import AutoConfig, AutoModel, PreTrainedModel
@@ -15,7 +14,7 @@ from transformers.utils import ModelOutput
 
 from configuration_sppscl import SppSclConfig
 
-from .loss_sppscl import intra_modal_contrastive_loss
+from .loss_sppscl import step_one_objective
 
 
 @dataclass
@@ -201,6 +200,11 @@ class SppSclModel(SppSclPreTrainedModel):
                     tower.eval()
         return self
 
+    @property
+    def loss_weights(self) -> tuple[float, float, float]:
+        """Weights of (cross-entropy, intra-text, intra-image) in the step-1 objective."""
+        return (self.config.ce_loss_weight, self.config.intra_text_loss_weight, self.config.intra_image_loss_weight)
+
     def head_modules(self) -> list[nn.Module]:
         """The trainable SPP-SCL head (everything but the two towers)."""
         return [self.text_encoder, self.image_encoder, self.text_projection, self.image_projection, self.fusion, self.classifier]
@@ -366,26 +370,13 @@ class SppSclModel(SppSclPreTrainedModel):
             fused_embeds = self.fusion(text_embeds, image_embeds)
         logits = self.classifier(fused_embeds)
 
-        loss = ce_loss = intra_text_loss = intra_image_loss = None
+        terms = {}
         if labels is not None:
-            ce_loss = F.cross_entropy(logits, labels)
-            flavour, temperature = self.config.contrastive_loss, self.config.temperature
-            intra_text_loss = intra_modal_contrastive_loss(text_embeds, labels, temperature, flavour)
-            intra_image_loss = intra_modal_contrastive_loss(image_embeds, labels, temperature, flavour)
-            loss = (
-                self.config.ce_loss_weight * ce_loss
-                + self.config.intra_text_loss_weight * intra_text_loss
-                + self.config.intra_image_loss_weight * intra_image_loss
+            terms = step_one_objective(
+                logits, text_embeds, image_embeds, labels, self.loss_weights, self.config.temperature, self.config.contrastive_loss
             )
         output = SppSclOutput(
-            loss=loss,
-            logits=logits,
-            text_embeds=text_embeds,
-            image_embeds=image_embeds,
-            fused_embeds=fused_embeds,
-            ce_loss=ce_loss,
-            intra_text_loss=intra_text_loss,
-            intra_image_loss=intra_image_loss,
+            logits=logits, text_embeds=text_embeds, image_embeds=image_embeds, fused_embeds=fused_embeds, **terms
         )
         return output if return_dict else output.to_tuple()
 

@@ -1,0 +1,231 @@
+"""`SppSclTrainer`: the HF Trainer with SPP-SCL's semi-push-pull update.
+
+Two-step update (the paper's, default): step 1 minimises weighted cross-entropy plus the intra-modal losses and
+steps the optimizer; the same batch is forwarded again through the updated model; the gate reads those
+embeddings and, only when it allows, the inter-modal loss is back-propagated and the Trainer's own optimizer step
+applies it. One-step update (option): every term in one backward, the inter-modal term gated on the same forward.
+"""
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer, TrainingArguments
+
+from .loss_sppscl import (
+    gate_counts,
+    gate_takes_inter_step,
+    gather_across_processes,
+    global_gate_counts,
+    inter_modal_contrastive_loss,
+    step_one_objective,
+)
+
+
+UPDATE_MODES = ("two_step", "one_step")
+
+
+@dataclass
+class SppSclTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus SPP-SCL's update options.
+
+    Defaults that differ from `TrainingArguments`: `remove_unused_columns=False` (the collators read the raw
+    `text`/`image` columns) and `max_grad_norm=0` (the authors' code does not clip).
+    """
+
+    sppscl_update: str = field(
+        default="two_step",
+        metadata={"help": f"How the semi-push-pull objective is optimised: one of {UPDATE_MODES}."},
+    )
+    contrastive_over_global_batch: bool = field(
+        default=False,
+        metadata={"help": "Compute the contrastive losses and the gate over the batch gathered from every process."},
+    )
+    lr_halving_epochs: float | None = field(
+        default=None,
+        metadata={"help": "The paper's schedule: halve the learning rate every this many epochs (10 in the paper). "
+                  "Replaces lr_scheduler_type when set."},
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the raw columns for the collator."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0: none, as the paper)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.sppscl_update not in UPDATE_MODES:
+            raise ValueError(f"--sppscl_update must be one of {UPDATE_MODES}, got {self.sppscl_update!r}")
+        if self.sppscl_update == "two_step" and self.gradient_accumulation_steps > 1:
+            raise ValueError(
+                "--gradient_accumulation_steps > 1 cannot keep the two-step update's semantics (step 1 steps the "
+                "optimizer on every batch); use --sppscl_update one_step or a larger batch"
+            )
+        if self.lr_halving_epochs is not None and self.lr_halving_epochs <= 0:
+            raise ValueError(f"--lr_halving_epochs must be > 0, got {self.lr_halving_epochs}")
+
+
+class SppSclTrainer(Trainer):
+    """Trainer for [`SppSclModel`] with the gated two-step (or one-step) semi-push-pull update.
+
+    Logs, besides `loss` (the step-1 objective plus the inter-modal term when taken): `ce_loss`,
+    `intra_text_loss`, `intra_image_loss`, `inter_loss` (mean over the steps that took it) and
+    `gate_step2_rate` (share of steps in which the gate allowed the inter-modal step).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, SppSclTrainingArguments):
+            raise TypeError("SppSclTrainer needs SppSclTrainingArguments")
+        self._log_sums: dict[str, float] = defaultdict(float)
+        self._log_counts: dict[str, int] = defaultdict(int)
+
+    @property
+    def _sppscl_config(self):
+        return self.accelerator.unwrap_model(self.model).config
+
+    # ----- losses -------------------------------------------------------------------------------------------
+    def _contrastive_view(self, text_embeds, image_embeds, labels):
+        if not self.args.contrastive_over_global_batch:
+            return text_embeds, image_embeds, labels
+        return (
+            gather_across_processes(text_embeds),
+            gather_across_processes(image_embeds),
+            self.accelerator.gather(labels),
+        )
+
+    def _gate(self, text_embeds, image_embeds, labels) -> tuple[bool, int, int]:
+        if self.args.contrastive_over_global_batch:
+            below, same = gate_counts(*self._contrastive_view(text_embeds, image_embeds, labels))
+        else:
+            below, same = global_gate_counts(text_embeds, image_embeds, labels)
+        return gate_takes_inter_step(below, same, self._sppscl_config.gate_ratio), below, same
+
+    def _inter_loss(self, text_embeds, image_embeds, labels) -> torch.Tensor:
+        config = self._sppscl_config
+        text_embeds, image_embeds, labels = self._contrastive_view(text_embeds, image_embeds, labels)
+        return config.inter_loss_weight * inter_modal_contrastive_loss(
+            text_embeds, image_embeds, labels, config.temperature, config.contrastive_loss
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The step-1 objective (weighted CE + intra-modal losses), with the contrastive terms over the gathered
+        batch when `contrastive_over_global_batch` is set."""
+        labels = inputs["labels"]
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        config = self._sppscl_config
+        text_embeds, image_embeds, contrastive_labels = self._contrastive_view(outputs.text_embeds, outputs.image_embeds, labels)
+        terms = step_one_objective(
+            outputs.logits,
+            text_embeds,
+            image_embeds,
+            labels,
+            self.accelerator.unwrap_model(model).loss_weights,
+            config.temperature,
+            config.contrastive_loss,
+            contrastive_labels,
+        )
+        for name, value in terms.items():
+            outputs[name] = value
+        if model.training:
+            self._record({k: v for k, v in terms.items() if k != "loss"})
+        return (terms["loss"], outputs) if return_outputs else terms["loss"]
+
+    # ----- the update ---------------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.args.sppscl_update == "one_step":
+            return self._one_step(model, inputs)
+        return self._two_step(model, inputs)
+
+    def _one_step(self, model, inputs) -> torch.Tensor:
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+            takes, _, _ = self._gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
+            if takes:
+                inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
+                loss = loss + inter
+        self._record_gate(takes, inter if takes else None)
+        self.accelerator.backward(loss)
+        return loss.detach()
+
+    def _two_step(self, model, inputs) -> torch.Tensor:
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            step_one_loss = self.compute_loss(model, inputs)
+        self.accelerator.backward(step_one_loss)
+        self._optimizer_step(model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        # The authors' torch (1.8.1) clears gradients to zeros, not None: when step 2 runs, AdamW then moves
+        # every trainable parameter (momentum, weight decay), also those the inter-modal loss does not reach.
+        for param in trainable:
+            param.grad = torch.zeros_like(param)
+
+        # The second forward runs on the bare module: under DDP a forward without backward (gate closed) would
+        # leave the reducer waiting, so the inter-modal gradients are averaged by hand below.
+        bare_model = self.accelerator.unwrap_model(model)
+        labels = inputs["labels"]
+        with self.compute_loss_context_manager():
+            outputs = bare_model(**{k: v for k, v in inputs.items() if k != "labels"})
+            takes, _, _ = self._gate(outputs.text_embeds, outputs.image_embeds, labels)
+            inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, labels) if takes else None
+        self._record_gate(takes, inter)
+        if not takes:
+            # No second optimizer step: with every gradient None the Trainer's optimizer.step() moves nothing.
+            for param in trainable:
+                param.grad = None
+            return step_one_loss.detach()
+        self.accelerator.backward(inter)
+        self._average_gradients_across_processes(trainable)
+        return (step_one_loss + inter).detach()
+
+    def _optimizer_step(self, model) -> None:
+        """The step-1 optimizer update, clipped as the Trainer's own step is."""
+        if self.args.max_grad_norm > 0:
+            self._clip_grad_norm(model)
+        self.optimizer.step()
+
+    def _average_gradients_across_processes(self, params) -> None:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        for param in params:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad /= dist.get_world_size()
+
+    # ----- schedule -----------------------------------------------------------------------------------------
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.args.lr_halving_epochs is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        steps_per_epoch = max(1, math.ceil(num_training_steps / max(self.args.num_train_epochs, 1e-9)))
+        if self.args.max_steps > 0:
+            steps_per_epoch = max(1, len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps)
+        period = self.args.lr_halving_epochs * steps_per_epoch
+        self.lr_scheduler = LambdaLR(optimizer, lambda step: 0.5 ** math.floor(step / period))
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # ----- logging ------------------------------------------------------------------------------------------
+    def _record(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            self._log_sums[name] += float(value.detach())
+            self._log_counts[name] += 1
+
+    def _record_gate(self, takes: bool, inter: torch.Tensor | None) -> None:
+        self._log_sums["gate_step2_rate"] += float(takes)
+        self._log_counts["gate_step2_rate"] += 1
+        if inter is not None:
+            self._record({"inter_loss": inter})
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._log_counts:
+            for name, total in self._log_sums.items():
+                logs[name] = total / self._log_counts[name]
+            self._log_sums.clear()
+            self._log_counts.clear()
+        super().log(logs, *args, **kwargs)
+
+
+__all__ = ["SppSclTrainer", "SppSclTrainingArguments", "UPDATE_MODES"]

@@ -1,0 +1,80 @@
+"""Tiny towers and fixtures shared by the tests: nothing is downloaded, everything runs on the CPU."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertTokenizerFast, ConvNextConfig, ResNetConfig
+
+from configuration_sppscl import SppSclConfig
+from modeling_sppscl import SppSclModel, SppSclProcessor, paper_image_processor
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("SPPSCL_SHARED_DIR", REPO_ROOT.parent / "shared"))
+TINY_WORDS = "good bad okay happy sad movie day the a is very not great awful fine cat dog sky red blue".split()
+
+
+def tiny_bert_config(hidden_size: int = 32, num_hidden_layers: int = 4) -> BertConfig:
+    return BertConfig(
+        vocab_size=len(TINY_WORDS) + 5,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=256,
+    )
+
+
+def tiny_resnet_config(channels: int = 24) -> ResNetConfig:
+    return ResNetConfig(embedding_size=8, hidden_sizes=[16, channels], depths=[1, 1], layer_type="basic")
+
+
+def tiny_convnext_config() -> ConvNextConfig:
+    return ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, patch_size=4)
+
+
+def tiny_config(variant: str = "default", **kwargs) -> SppSclConfig:
+    kwargs.setdefault("text_config", tiny_bert_config())
+    kwargs.setdefault("vision_config", tiny_resnet_config())
+    kwargs.setdefault("shared_dim", 8)
+    kwargs.setdefault("lstm_hidden_size", 6)
+    kwargs.setdefault("image_reduction_channels", 12)
+    kwargs.setdefault("fusion_dim", 10)
+    return SppSclConfig(variant=variant, **kwargs)
+
+
+def tiny_model(variant: str = "default", seed: int = 0, **kwargs) -> SppSclModel:
+    torch.manual_seed(seed)
+    return SppSclModel(tiny_config(variant, **kwargs))
+
+
+def tiny_tokenizer(folder: Path) -> BertTokenizerFast:
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
+    return BertTokenizerFast(str(vocab))
+
+
+def tiny_image_processor():
+    processor = paper_image_processor()
+    processor.size = {"shortest_edge": 32}
+    return processor
+
+
+def tiny_processor(folder: Path, variant: str = "default") -> SppSclProcessor:
+    return SppSclProcessor.for_config(tiny_config(variant), tiny_image_processor(), tiny_tokenizer(folder))
+
+
+@pytest.fixture
+def processor(tmp_path):
+    return tiny_processor(tmp_path / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    folder = SHARED_DIR / "fixtures"
+    if not (folder / "reference_head.safetensors").is_file():
+        pytest.skip(f"golden fixture not found in {folder} (set SPPSCL_SHARED_DIR to the shared folder)")
+    return folder
