@@ -133,9 +133,10 @@ class SppSclTrainer(Trainer):
 
     # ----- the update ---------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.args.sppscl_update == "one_step":
-            return self._one_step(model, inputs)
-        return self._two_step(model, inputs)
+        update = self._one_step if self.args.sppscl_update == "one_step" else self._two_step
+        loss = update(model, inputs)
+        self._average_batchnorm_statistics_across_processes(self.accelerator.unwrap_model(model))
+        return loss
 
     def _one_step(self, model, inputs) -> torch.Tensor:
         model.train()
@@ -187,12 +188,23 @@ class SppSclTrainer(Trainer):
             self._clip_grad_norm(model)
         self.optimizer.step()
 
-    def _average_gradients_across_processes(self, params) -> None:
+    @staticmethod
+    def _average_across_processes(tensors) -> None:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        for param in params:
-            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
-            param.grad /= dist.get_world_size()
+        for tensor in tensors:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor /= dist.get_world_size()
+
+    def _average_gradients_across_processes(self, params) -> None:
+        self._average_across_processes(param.grad for param in params)
+
+    def _average_batchnorm_statistics_across_processes(self, model) -> None:
+        """Each process's BatchNorm statistics follow its own batches; averaging them keeps every rank's model
+        identical (DDP alone would only copy rank 0's at the next forward)."""
+        self._average_across_processes(
+            buffer for name, buffer in model.named_buffers() if name.endswith(("running_mean", "running_var"))
+        )
 
     # ----- schedule -----------------------------------------------------------------------------------------
     def create_scheduler(self, num_training_steps: int, optimizer=None):
