@@ -172,8 +172,12 @@ class SppSclModel(SppSclPreTrainedModel):
         super().__init__(config)
         self.text_model = text_model if text_model is not None else AutoModel.from_config(config.text_config)
         self.vision_model = vision_model if vision_model is not None else AutoModel.from_config(config.vision_config)
-        self.text_model.config = self.config.text_config
-        self.vision_model.config = self.config.vision_config
+        # The towers share the composite config's sub-configs (so edits stay in sync); the attention kernel the
+        # towers were built with is carried over, since a rebuilt sub-config has none and BERT would then ignore
+        # the padding mask.
+        for tower, sub_config in ((self.text_model, self.config.text_config), (self.vision_model, self.config.vision_config)):
+            sub_config._attn_implementation = tower.config._attn_implementation
+            tower.config = sub_config
         self.text_encoder = SppSclHierarchicalTextEncoder(config)
         self.image_encoder = nn.Sequential(
             nn.Conv2d(config.image_feature_channels, config.image_reduction_channels, kernel_size=1),

@@ -33,7 +33,8 @@ class SppSclTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus SPP-SCL's update options.
 
     Defaults that differ from `TrainingArguments`: `remove_unused_columns=False` (the collators read the raw
-    `text`/`image` columns) and `max_grad_norm=0` (the authors' code does not clip).
+    `text`/`image` columns), `max_grad_norm=0` (the authors' code does not clip) and
+    `metric_for_best_model="weighted_f1"` (the paper's F1, for model selection on the dev split).
     """
 
     sppscl_update: str = field(
@@ -51,6 +52,7 @@ class SppSclTrainingArguments(TrainingArguments):
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the raw columns for the collator."})
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0: none, as the paper)."})
+    metric_for_best_model: str | None = field(default="weighted_f1", metadata={"help": "Dev metric that selects the best checkpoint."})
 
     def __post_init__(self):
         super().__post_init__()

