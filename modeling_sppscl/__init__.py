@@ -10,10 +10,12 @@ from .loss_sppscl import (
     intra_modal_contrastive_loss,
 )
 from .modeling_sppscl import SppSclModel, SppSclOutput, SppSclPreTrainedModel
+from .pipeline_sppscl import ImageTextClassificationPipeline
 from .processing_sppscl import SppSclProcessor, load_image, paper_image_processor
 
 
 __all__ = [
+    "ImageTextClassificationPipeline",
     "SppSclConfig",
     "SppSclModel",
     "SppSclOutput",

@@ -384,6 +384,13 @@ class SppSclModel(SppSclPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+        """Save as `PreTrainedModel` does, plus the flat code files and `auto_map` that let the folder load with
+        `trust_remote_code=True` where this package is not installed (see `hub_sppscl`)."""
+        from .hub_sppscl import save_model_with_code  # here, because hub_sppscl imports this module
+
+        return save_model_with_code(self, super().save_pretrained, save_directory, is_main_process=is_main_process, **kwargs)
+
 
 AutoConfig.register(SppSclConfig.model_type, SppSclConfig, exist_ok=True)
 AutoModel.register(SppSclConfig, SppSclModel, exist_ok=True)

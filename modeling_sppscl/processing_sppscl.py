@@ -120,6 +120,13 @@ class SppSclProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return list(dict.fromkeys(self.tokenizer.model_input_names + self.image_processor.model_input_names))
 
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Save as `ProcessorMixin` does, plus the flat code files and the `auto_map` that let `AutoProcessor` load
+        the folder with `trust_remote_code=True` where this package is not installed (see `hub_sppscl`)."""
+        from .hub_sppscl import save_processor_with_code  # here, because hub_sppscl imports this module
+
+        return save_processor_with_code(self, super().save_pretrained, save_directory, push_to_hub=push_to_hub, **kwargs)
+
 
 AutoProcessor.register(SppSclConfig, SppSclProcessor, exist_ok=True)
 

@@ -9,6 +9,7 @@ applies it. One-step update (option): every term in one backward, the inter-moda
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -23,6 +24,7 @@ from .loss_sppscl import (
     inter_modal_contrastive_loss,
     step_one_objective,
 )
+from .model_card_sppscl import is_sppscl_card
 
 
 UPDATE_MODES = ("two_step", "one_step")
@@ -220,6 +222,12 @@ class SppSclTrainer(Trainer):
         self.lr_scheduler = LambdaLR(optimizer, lambda step: 0.5 ** math.floor(step / period))
         self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """`push_to_hub` calls this just before uploading: keep the SPP-SCL card `run_sppscl.py` wrote (with the
+        run's numbers); write the Trainer's generic card only where there is none."""
+        if not is_sppscl_card(Path(self.args.output_dir) / "README.md"):
+            super().create_model_card(*args, **kwargs)
 
     # ----- logging ------------------------------------------------------------------------------------------
     def _record(self, terms: dict[str, torch.Tensor]) -> None:
