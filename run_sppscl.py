@@ -41,7 +41,7 @@ DEMO_OUTPUT_DIR = "outputs/demo"
 DEMO_ARGS = [
     "--output_dir", DEMO_OUTPUT_DIR,
     "--do_train", "--do_eval", "--do_predict",
-    "--num_train_epochs", "12", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
+    "--num_train_epochs", "8", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
     "--learning_rate", "3e-3", "--eval_strategy", "epoch", "--save_strategy", "epoch", "--save_total_limit", "1",
     "--load_best_model_at_end", "--logging_strategy", "epoch", "--report_to", "none", "--seed", "0",
 ]
