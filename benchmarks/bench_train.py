@@ -8,7 +8,8 @@ random 224x224 JPEG images and random texts. Both runs use `SppSclTrainer`'s two
 (b) `extract_features` once, then whole head epochs from the cache through `CachedFeatureCollator`.
 
 The last line is `speedup_150_epochs: N.Nx`: the projected time of 150 epochs on MVSA-Single (3611 samples) for (a)
-divided by that for (b) (extraction included). Usage: `python benchmarks/bench_train.py [--quick] [--profile]`.
+divided by that for (b) (extraction included). Usage: `python benchmarks/bench_train.py [--quick] [--profile]
+[--head-threads 1]`; figures and their reading in docs/PERFORMANCE.md.
 """
 
 import argparse
@@ -74,6 +75,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tower-steps", type=int, default=3, help="steps timed for (a), towers run every step")
     parser.add_argument("--head-epochs", type=int, default=3, help="epochs timed for (b), from the cache")
     parser.add_argument("--storage-dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument(
+        "--head-threads", type=int, default=None,
+        help="torch threads for the head epochs of (b) (default: torch's own); the BiLSTM's 200 small steps can run "
+        "faster on one thread than on two that wait for each other, markedly so on a busy machine",
+    )
     parser.add_argument("--profile", action="store_true", help="profile one head step from the cache (torch.profiler)")
     args = parser.parse_args()
     if args.quick:
@@ -98,12 +104,14 @@ def synthetic_rows(folder: Path, count: int, vocab_size: int, seed: int = 0) -> 
         paths.append(str(path))
     words = vocab_size - len(SPECIAL_TOKENS)
     texts = [" ".join(f"w{w}" for w in rng.integers(0, words, rng.integers(10, 41))) for _ in range(count)]
-    return Dataset.from_dict({"id": [str(i) for i in range(count)], "text": texts, "image": paths, "label": rng.integers(0, 3, count).tolist()})
+    labels = rng.integers(0, 3, count).tolist()
+    return Dataset.from_dict({"id": [str(i) for i in range(count)], "text": texts, "image": paths, "label": labels})
 
 
 def paper_model() -> SppSclModel:
     torch.manual_seed(0)
-    return SppSclModel(SppSclConfig(variant="paper", text_config=BertConfig().to_dict(), vision_config=ResNetConfig().to_dict()))
+    config = SppSclConfig(variant="paper", text_config=BertConfig().to_dict(), vision_config=ResNetConfig().to_dict())
+    return SppSclModel(config)
 
 
 def default_variant_head() -> SppSclModel:
@@ -165,7 +173,8 @@ def profile_head_step(trainer: SppSclTrainer, batch: dict[str, torch.Tensor]) ->
 
 
 def machine_line() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
@@ -181,8 +190,8 @@ def main() -> None:
     # The paper variant runs its frozen towers in train mode; the cache (b) uses eval-mode towers on purpose.
     warnings.filterwarnings("ignore", message="frozen_towers_follow_train_mode")
     print(f"machine: {machine_line()}; {load_line()}")
-    print(f"setup: paper variant, BERT-base + ResNet-50 shapes (random weights), text padded to 202, batch {args.batch_size}, "
-          f"{args.samples} synthetic samples (224x224 JPEG), two-step update (SppSclTrainer), cache in {args.storage_dtype}")
+    print(f"setup: paper variant, BERT-base + ResNet-50 shapes (random weights), text padded to 202, "
+          f"batch {args.batch_size}, {args.samples} synthetic samples (224x224 JPEG), two-step update (SppSclTrainer), cache in {args.storage_dtype}")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -195,7 +204,8 @@ def main() -> None:
 
         # (a) towers every step: only a few steps, each forwards the whole model twice.
         timer, _ = time_training(
-            model, rows, ImageTextCollator(processor), training_arguments(tmp / "a", args.batch_size, max_steps=args.tower_steps)
+            model, rows, ImageTextCollator(processor),
+            training_arguments(tmp / "a", args.batch_size, max_steps=args.tower_steps),
         )
         towers_rate, towers_cpu_rate = args.batch_size / np.mean(timer.wall), args.batch_size / np.mean(timer.cpu)
         print(f"(a) towers every step: {np.mean(timer.wall):.1f} s/step (CPU {np.mean(timer.cpu):.1f} s) over "
@@ -205,7 +215,9 @@ def main() -> None:
         # (b) the cache: extraction once, then head epochs.
         model = paper_model()
         start = time.perf_counter(), time.process_time()
-        cache = extract_features(model, processor, rows, cache_dir=tmp / "cache", batch_size=args.batch_size, storage_dtype=args.storage_dtype)
+        cache = extract_features(
+            model, processor, rows, cache_dir=tmp / "cache", batch_size=args.batch_size, storage_dtype=args.storage_dtype
+        )
         extraction, extraction_cpu = time.perf_counter() - start[0], time.process_time() - start[1]
         extraction_rate, extraction_cpu_rate = args.samples / extraction, args.samples / extraction_cpu
         cache_bytes = sum(path.stat().st_size for path in (tmp / "cache").glob(f"*/{FEATURES_FILE}"))
@@ -218,14 +230,17 @@ def main() -> None:
             batch = CachedFeatureCollator()(cache.__getitems__(list(range(first, min(first + args.batch_size, len(cache))))))
         print(f"(b) cache read + collate: {args.samples / (time.perf_counter() - start):.0f} samples/s")
 
+        if args.head_threads is not None:
+            torch.set_num_threads(args.head_threads)
         timer, trainer = time_training(
-            model, cache, CachedFeatureCollator(), training_arguments(tmp / "b", args.batch_size, num_train_epochs=args.head_epochs)
+            model, cache, CachedFeatureCollator(),
+            training_arguments(tmp / "b", args.batch_size, num_train_epochs=args.head_epochs),
         )
         head_rate = args.samples * args.head_epochs / sum(timer.wall)
         head_cpu_rate = args.samples * args.head_epochs / sum(timer.cpu)
         print(f"(b) head from the cache: {np.mean(timer.wall):.2f} s/step (CPU {np.mean(timer.cpu):.2f} s) over "
-              f"{len(timer.wall)} steps ({args.head_epochs} epochs), {head_rate:.1f} samples/s; epoch of {args.samples}: "
-              f"{args.samples / head_rate:.1f} s")
+              f"{len(timer.wall)} steps ({args.head_epochs} epochs, {torch.get_num_threads()} threads), {head_rate:.1f} "
+              f"samples/s; epoch of {args.samples}: {args.samples / head_rate:.1f} s")
 
         for name, head in (("paper", model), ("default", default_variant_head())):
             logits_change, loss_change = float16_storage_effect(head, batch)

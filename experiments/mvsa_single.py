@@ -12,8 +12,9 @@ is reported, so the numbers are optimistic (the test split is held back).
 Rows:
 - `logreg`: scikit-learn LogisticRegression on the towers' pooled features (MiniLM: mean over the real tokens of
   the last layer; EfficientNet: mean over the 7x7 map), standardised; C chosen on dev; class_weight None.
-- `text_only` / `image_only`: the SPP-SCL head with cross-entropy only, the other modality's cached features
-  replaced by zeros in every batch (train and dev).
+- `text_only` / `image_only`: the SPP-SCL head with cross-entropy only, the other modality's shared-space
+  embedding (`image_embeds` / `text_embeds`) replaced by zeros in every forward, train and dev (see `blank_modality`
+  for why the embedding and not the cached input features).
 - `fusion_ce`: cross-entropy only. `ce_intra`: cross-entropy + both intra-modal losses.
 - `sppscl_one_step` / `sppscl_two_step`: the full objective with either update.
 
@@ -57,7 +58,9 @@ logger = logging.getLogger("mvsa_single")
 VARIANTS = ("default", "paper")
 ROWS = ("logreg", "text_only", "image_only", "fusion_ce", "ce_intra", "sppscl_one_step", "sppscl_two_step")
 # Chosen from the measured time per epoch so that every run fits in about an hour on 2 CPU cores (docs/RESULTS.md).
-DEFAULT_EPOCHS = {"default": 40, "paper": 10}
+DEFAULT_EPOCHS = {"default": 10, "paper": 3}
+# Pending runs start in this order, so that an interrupted command has the comparison that matters first.
+RUN_ORDER = ("logreg", "fusion_ce", "sppscl_two_step", "ce_intra", "sppscl_one_step", "text_only", "image_only")
 # float16 halves the paper variant's cache (4 layers x 202 positions x 384 x 4061 texts: 5.0 GB in float32).
 CACHE_DTYPES = {"default": "float32", "paper": "float16"}
 LOGREG_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -74,14 +77,14 @@ class Row:
 
     loss_weights: dict
     update: str = "one_step"
-    zeroed: str | None = None
+    blanked: str | None = None
 
 
 # CE-only and CE+intra rows use the one-step update: in the two-step update an open gate would still run an
 # AdamW step on all-zero gradients (momentum and weight decay move the weights) even with the inter weight at 0.
 HEAD_ROWS = {
-    "text_only": Row(CE_ONLY, zeroed="image"),
-    "image_only": Row(CE_ONLY, zeroed="text"),
+    "text_only": Row(CE_ONLY, blanked="image"),
+    "image_only": Row(CE_ONLY, blanked="text"),
     "fusion_ce": Row(CE_ONLY),
     "ce_intra": Row({"inter_loss_weight": 0.0}),
     "sppscl_one_step": Row({}),
@@ -139,18 +142,17 @@ def cache_variant(variant: str, towers, splits, label_names, cache_dir: Path) ->
 
 
 # ----- the rows ------------------------------------------------------------------------------------------------
-class ZeroedModalityCollator(CachedFeatureCollator):
-    """Cached batches with one modality replaced by zeros. Zero text gives an exactly zero BiLSTM output (its
-    LSTM has no bias), zero images a constant image vector, so nothing of the blanked modality reaches the head."""
+def blank_modality(model: SppSclModel, modality: str) -> None:
+    """Replace the modality's shared-space embedding by zeros in every forward, so nothing of it reaches the fusion
+    or the classifier.
 
-    def __init__(self, zeroed: str, pad_to: int | None = None):
-        super().__init__(pad_to)
-        self.key = {"text": "text_hidden_states", "image": "image_features"}[zeroed]
-
-    def __call__(self, rows):
-        batch = super().__call__(rows)
-        batch[self.key] = torch.zeros_like(batch[self.key])
-        return batch
+    Zeroing the cached input features instead was tried first and fails: a constant input gives the branch's
+    BatchNorm layers a zero batch variance, their running variance decays to ~1e-8, and at evaluation the tiny gap
+    between the running mean and the constant is divided by sqrt(1e-8 + eps), so the blanked branch emits a large
+    constant (image embeddings ~100 instead of ~0) and every dev sample gets the same class.
+    """
+    projection = {"text": model.text_projection, "image": model.image_projection}[modality]
+    projection.register_forward_hook(lambda module, inputs, output: torch.zeros_like(output))
 
 
 class KeepBestEpoch(TrainerCallback):
@@ -185,7 +187,9 @@ def head_run(job: dict) -> dict:
     row, recipe = HEAD_ROWS[row_name], Recipe()
     set_seed(seed)
     model = build_model(variant, job["towers"], job["label_names"], dropout=recipe.dropout, **row.loss_weights)
-    collator = ZeroedModalityCollator(row.zeroed) if row.zeroed else CachedFeatureCollator()
+    if row.blanked:
+        blank_modality(model, row.blanked)
+    collator = CachedFeatureCollator()
     caches = {split: load_feature_cache(folder) for split, folder in job["caches"].items()}
     run_dir = Path(job["output_dir"]) / "runs" / variant / row_name / f"seed{seed}"
     args = SppSclTrainingArguments(
@@ -339,8 +343,10 @@ def spread_subset(dataset, count: int):
     return dataset.select(np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist())
 
 
-def set_threads(threads: int) -> None:
+def start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    # A spawned process starts without the registration that lets AutoModel load the EfficientNet-Lite folder.
+    register_experiment_towers()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -381,7 +387,8 @@ def main(argv=None) -> list[dict]:
         head_epochs = args.epochs or DEFAULT_EPOCHS[variant]
         # logreg has no epochs; its key holds None.
         pending = [
-            (row, seed, None if row == "logreg" else head_epochs) for row in args.rows for seed in args.seeds
+            (row, seed, None if row == "logreg" else head_epochs)
+            for row in sorted(args.rows, key=RUN_ORDER.index) for seed in args.seeds
             if (variant, row, seed, None if row == "logreg" else head_epochs, len(splits["train"])) not in done
         ]
         if not pending:
@@ -399,12 +406,12 @@ def main(argv=None) -> list[dict]:
 
     records = []
     if args.workers == 1:
-        set_threads(threads)
+        start_worker(threads)
         for job in jobs:
             records.append(finish(run_job(job), results_path))
     else:
         # Separate processes (spawned: no forked torch thread pools), each with its own thread count.
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=set_threads, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=start_worker, initargs=(threads,)) as pool:
             # Each record is written as soon as its run ends, so an interruption loses only the runs in flight.
             for future in as_completed([pool.submit(run_job, job) for job in jobs]):
                 records.append(finish(future.result(), results_path))

@@ -66,7 +66,8 @@ class ImageTextCollator:
         image = row.get("image")
         if image is None:
             return self.blank_image()
-        return load_image(image, name=f"{_row_name(row, index)} ({image if isinstance(image, str) else type(image).__name__})")
+        source = image if isinstance(image, str) else type(image).__name__
+        return load_image(image, name=f"{_row_name(row, index)} ({source})")
 
     def __call__(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
         texts = [self._text(row, index) for index, row in enumerate(rows)]
@@ -109,7 +110,9 @@ class CachedFeatureCollator:
     @staticmethod
     def _row_mask(row: Row, positions: int) -> torch.Tensor:
         mask = row.get("attention_mask")
-        return torch.ones(positions, dtype=torch.long) if mask is None else torch.as_tensor(np.asarray(mask), dtype=torch.long)
+        if mask is None:
+            return torch.ones(positions, dtype=torch.long)
+        return torch.as_tensor(np.asarray(mask), dtype=torch.long)
 
     def __call__(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
         shapes = [tuple(int(size) for size in row["text_shape"]) for row in rows]

@@ -171,7 +171,9 @@ def _rows(batch: dict[str, list]) -> list[dict[str, Any]]:
     return [dict(zip(batch, values)) for values in zip(*batch.values())]
 
 
-def _extract_batch(model: SppSclModel, collator: ImageTextCollator, storage: torch.dtype, padded: bool, batch: dict[str, list]) -> dict[str, list]:
+def _extract_batch(
+    model: SppSclModel, collator: ImageTextCollator, storage: torch.dtype, padded: bool, batch: dict[str, list]
+) -> dict[str, list]:
     rows = _rows(batch)
     inputs = {name: tensor.to(model.device) for name, tensor in collator(rows).items()}
     hidden = model.text_tower_hidden_states(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
@@ -248,7 +250,13 @@ def extract_features(
 
 
 def _write_features(
-    model: SppSclModel, processor: SppSclProcessor, dataset: Dataset, folder: Path, batch_size: int, storage_dtype: str, blank_image_size: tuple[int, int]
+    model: SppSclModel,
+    processor: SppSclProcessor,
+    dataset: Dataset,
+    folder: Path,
+    batch_size: int,
+    storage_dtype: str,
+    blank_image_size: tuple[int, int],
 ) -> None:
     collator = ImageTextCollator(processor, blank_image_size=blank_image_size)
     padded = model.config.text_pooling == "padded_mean"

@@ -62,10 +62,23 @@ def loss_and_gradients(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tens
 
 
 def both_batches(model, processor, rows: Dataset, cache_dir, storage_dtype: str = "float32"):
+    """The full model's batch and the cache's, of all rows. Extraction runs the towers on that same batch, so any
+    difference comes from the cache path; another extraction batch size moves the features by float rounding only
+    (see test_extraction_batch_size_changes_features_by_rounding_only), which the losses magnify past 1e-5."""
     cache = extract_features(model, processor, rows, cache_dir=cache_dir, batch_size=len(rows), storage_dtype=storage_dtype)
     full = ImageTextCollator(processor)([rows[i] for i in range(len(rows))])
     cached = CachedFeatureCollator()([cache[i] for i in range(len(cache))])
     return full, cached
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy machine the threads' waits for each other make
+    the paper variant's 200-step BiLSTM some 30 times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -207,7 +220,15 @@ def edit_tokenizer_lowercasing(model, processor):
 
 @pytest.mark.parametrize(
     "edit",
-    [edit_text_config, edit_text_weight, edit_vision_buffer, edit_num_text_layers, edit_image_processor, edit_text_max_length, edit_tokenizer_lowercasing],
+    [
+        edit_text_config,
+        edit_text_weight,
+        edit_vision_buffer,
+        edit_num_text_layers,
+        edit_image_processor,
+        edit_text_max_length,
+        edit_tokenizer_lowercasing,
+    ],
 )
 def test_a_changed_input_gets_a_new_cache(edit, rows, tmp_path):
     model, processor = tiny_model("default"), tiny_processor(tmp_path / "tok")
