@@ -84,6 +84,11 @@ class DataArguments:
     feature_cache_dir: str | None = field(default=None, metadata={"help": "Feature cache folder (default: <output_dir>/feature_cache)."})
     feature_cache_dtype: str = field(default="float32", metadata={"help": "'float32' or 'float16' storage of cached features."})
     plot: bool = field(default=False, metadata={"help": "Write t-SNE, confusion-matrix and training-curve PNGs."})
+    head_num_threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads for training the head after feature extraction (1 was several times faster "
+                  "for the paper's BiLSTM on a busy 2-core machine; see docs/PERFORMANCE.md)."},
+    )
 
 
 def parse_arguments() -> tuple[ModelArguments, DataArguments, SppSclTrainingArguments]:
@@ -219,6 +224,8 @@ def main() -> dict:
     loaded = load_data(data_args, training_args.seed)
     model, processor = build_model_and_processor(model_args, loaded.label_names, demo)
     splits, collator = prepare_splits(loaded.splits, data_args, model, processor, training_args)
+    if data_args.head_num_threads:
+        torch.set_num_threads(data_args.head_num_threads)
     trainer = SppSclTrainer(
         model=model,
         args=training_args,
