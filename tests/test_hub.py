@@ -112,7 +112,8 @@ report["class_modules"] = {
     "model": type(model).__module__, "config": type(model.config).__module__,
     "processor": type(processor).__module__, "pipeline": type(classify).__module__,
 }
-report["sppscl_modules"] = sorted(name for name in sys.modules if "sppscl" in name)
+# An editable install leaves its path finder (`__editable___sppscl_*_finder`) in sys.modules: not our code.
+report["sppscl_modules"] = sorted(name for name in sys.modules if "sppscl" in name and not name.startswith("__editable__"))
 Path(report_path).write_text(json.dumps(report))
 """
 
