@@ -163,10 +163,6 @@ class SppSclTrainer(Trainer):
         self.accelerator.backward(step_one_loss)
         self._optimizer_step(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        # The authors' torch (1.8.1) clears gradients to zeros, not None: when step 2 runs, AdamW then moves
-        # every trainable parameter (momentum, weight decay), also those the inter-modal loss does not reach.
-        for param in trainable:
-            param.grad = torch.zeros_like(param)
 
         # The second forward runs on the bare module: under DDP a forward without backward (gate closed) would
         # leave the reducer waiting, so the inter-modal gradients are averaged by hand below.
@@ -182,6 +178,10 @@ class SppSclTrainer(Trainer):
             for param in trainable:
                 param.grad = None
             return step_one_loss.detach()
+        # The authors' torch (1.8.1) clears gradients to zeros, not None: when step 2 runs, AdamW then moves
+        # every trainable parameter (momentum, weight decay), also those the inter-modal loss does not reach.
+        for param in trainable:
+            param.grad = torch.zeros_like(param)
         self.accelerator.backward(inter)
         self._average_gradients_across_processes(trainable)
         return (step_one_loss + inter).detach()
