@@ -24,15 +24,14 @@ import transformers
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from configuration_sppscl import SppSclConfig
-from modeling_sppscl import SppSclModel, SppSclProcessor
-from modeling_sppscl.collators_sppscl import CachedFeatureCollator, ImageTextCollator
-from modeling_sppscl.data_sppscl import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
-from modeling_sppscl.demo_sppscl import build_demo_tokenizer, load_demo_data
-from modeling_sppscl.evaluation_sppscl import build_compute_metrics
-from modeling_sppscl.feature_cache_sppscl import extract_features
-from modeling_sppscl.model_card_sppscl import write_model_card
-from modeling_sppscl.trainer_sppscl import SppSclTrainer, SppSclTrainingArguments
+from modeling_sppscl import SppSclConfig, SppSclModel, SppSclProcessor
+from modeling_sppscl.data.collators import ImageTextCollator
+from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
+from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features
+from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
+from modeling_sppscl.hub.model_card import write_model_card
+from modeling_sppscl.reporting.metrics import build_compute_metrics
+from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 
 logger = logging.getLogger(__name__)
@@ -258,7 +257,7 @@ def main() -> dict:
     if trainer.is_world_process_zero():
         write_card(output_dir, model, results, model_args, data_args, training_args, demo)
         if data_args.plot:
-            from modeling_sppscl.plots_sppscl import write_plots
+            from modeling_sppscl.reporting.plots import write_plots
 
             write_plots(output_dir, trainer, splits)
     if training_args.push_to_hub:

@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configuration_sppscl import SppSclConfig  # noqa: E402
 from modeling_sppscl import SppSclModel, SppSclProcessor, paper_image_processor  # noqa: E402
-from modeling_sppscl.collators_sppscl import CachedFeatureCollator, ImageTextCollator  # noqa: E402
-from modeling_sppscl.feature_cache_sppscl import FEATURES_FILE, extract_features  # noqa: E402
-from modeling_sppscl.trainer_sppscl import SppSclTrainer, SppSclTrainingArguments  # noqa: E402
+from modeling_sppscl.data.collators import ImageTextCollator  # noqa: E402
+from modeling_sppscl.data.feature_cache import CachedFeatureCollator  # noqa: E402
+from modeling_sppscl.data.feature_cache import FEATURES_FILE, extract_features  # noqa: E402
+from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments  # noqa: E402
 
 
 MVSA_SINGLE_SAMPLES = 3611

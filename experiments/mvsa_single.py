@@ -46,11 +46,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from experiments.efficientnet_lite_tower import register_experiment_towers, save_tower_folders  # noqa: E402
 from modeling_sppscl import SppSclModel, SppSclProcessor  # noqa: E402
-from modeling_sppscl.collators_sppscl import CachedFeatureCollator  # noqa: E402
-from modeling_sppscl.data_sppscl import load_clmlf_folder  # noqa: E402
-from modeling_sppscl.evaluation_sppscl import build_compute_metrics  # noqa: E402
-from modeling_sppscl.feature_cache_sppscl import extract_features, load_feature_cache  # noqa: E402
-from modeling_sppscl.trainer_sppscl import SppSclTrainer, SppSclTrainingArguments  # noqa: E402
+from modeling_sppscl.data.feature_cache import CachedFeatureCollator  # noqa: E402
+from modeling_sppscl.data.readers import load_clmlf_folder  # noqa: E402
+from modeling_sppscl.reporting.metrics import build_compute_metrics  # noqa: E402
+from modeling_sppscl.data.feature_cache import extract_features, load_feature_cache  # noqa: E402
+from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments  # noqa: E402
 
 
 logger = logging.getLogger("mvsa_single")
@@ -298,7 +298,7 @@ def run_job(job: dict) -> dict:
 # ----- figures ---------------------------------------------------------------------------------------------------
 def write_figures(trainer, caches, plot_dir: Path, figures_dir: str | None) -> list[str]:
     """`write_plots` for the selected epoch's head; copies go to docs/figures, shrunk if over 300 KB."""
-    from modeling_sppscl.plots_sppscl import write_plots
+    from modeling_sppscl.reporting.plots import write_plots
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = write_plots(plot_dir, trainer, {"validation": caches["validation"]})

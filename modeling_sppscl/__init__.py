@@ -1,8 +1,13 @@
-"""SPP-SCL for transformers: model, losses, processor and reference-checkpoint conversion."""
+"""SPP-SCL for transformers.
 
-from configuration_sppscl import SppSclConfig
+The modules at this level travel to the Hub with a saved model (they import each other relatively only):
+configuration, modeling, losses, processing, pipeline, endpoint handler. The subpackages serve training and
+tooling: `data` (readers, demo set, collators, feature cache), `training` (trainer, distributed reductions),
+`reporting` (metrics, plots), `hub` (model card, folder checks, reference-checkpoint conversion).
+"""
 
-from .convert_reference import convert_reference_state_dict
+from .configuration_sppscl import VARIANTS, SppSclConfig
+from .hub.convert_reference import convert_reference_state_dict
 from .loss_sppscl import (
     gate_counts,
     gate_takes_inter_step,
@@ -15,6 +20,7 @@ from .processing_sppscl import SppSclProcessor, load_image, paper_image_processo
 
 
 __all__ = [
+    "VARIANTS",
     "ImageTextClassificationPipeline",
     "SppSclConfig",
     "SppSclModel",

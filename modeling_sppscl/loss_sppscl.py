@@ -9,11 +9,12 @@ inter-modal loss with text anchors only) and `"supcon"` is the standard formulat
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from .configuration_sppscl import CONTRASTIVE_LOSSES, SppSclConfig
 
-LOSS_FLAVOURS = ("reference", "supcon")
+
+LOSS_FLAVOURS = CONTRASTIVE_LOSSES
 
 
 def _same_label_mask(row_labels: torch.Tensor, column_labels: torch.Tensor) -> torch.Tensor:
@@ -32,7 +33,7 @@ def _mean_log_likelihood_of_positives(
 
 def _check_flavour(flavour: str) -> None:
     if flavour not in LOSS_FLAVOURS:
-        raise ValueError(f"flavour must be one of {LOSS_FLAVOURS}, got {flavour!r}")
+        raise ValueError(f"flavour (SppSclConfig.contrastive_loss) must be one of {LOSS_FLAVOURS}, got {flavour!r}")
 
 
 def intra_modal_contrastive_loss(
@@ -103,25 +104,32 @@ def step_one_objective(
     text_embeds: torch.Tensor,
     image_embeds: torch.Tensor,
     labels: torch.Tensor,
-    weights: tuple[float, float, float] = (5.0, 1.0, 1.0),
-    temperature: float = 0.07,
-    flavour: str = "supcon",
+    config: SppSclConfig,
     contrastive_labels: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The first step's objective: weighted cross-entropy plus both intra-modal losses.
+    """The first step's objective: weighted cross-entropy plus both intra-modal losses, with the weights,
+    temperature and loss flavour of `config`.
 
-    `weights` are those of (cross-entropy, intra-text, intra-image). The contrastive terms may see a larger
-    batch than the classifier (embeddings gathered from every process): then pass their labels as
-    `contrastive_labels`. Returns the unweighted terms and their weighted sum under `"loss"`.
+    The contrastive terms may see a larger batch than the classifier (embeddings gathered from every process):
+    then pass their labels as `contrastive_labels`. Returns the unweighted terms and their weighted sum under
+    `"loss"`.
     """
     contrastive_labels = labels if contrastive_labels is None else contrastive_labels
     terms = {
         "ce_loss": F.cross_entropy(logits, labels),
-        "intra_text_loss": intra_modal_contrastive_loss(text_embeds, contrastive_labels, temperature, flavour),
-        "intra_image_loss": intra_modal_contrastive_loss(image_embeds, contrastive_labels, temperature, flavour),
+        "intra_text_loss": intra_modal_contrastive_loss(text_embeds, contrastive_labels, config.temperature, config.contrastive_loss),
+        "intra_image_loss": intra_modal_contrastive_loss(image_embeds, contrastive_labels, config.temperature, config.contrastive_loss),
     }
+    weights = (config.ce_loss_weight, config.intra_text_loss_weight, config.intra_image_loss_weight)
     terms["loss"] = sum(weight * term for weight, term in zip(weights, terms.values()))
     return terms
+
+
+def step_two_loss(text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor, config: SppSclConfig) -> torch.Tensor:
+    """The conditional second step's objective: the weighted inter-modal loss with `config`'s settings."""
+    return config.inter_loss_weight * inter_modal_contrastive_loss(
+        text_embeds, image_embeds, labels, config.temperature, config.contrastive_loss
+    )
 
 
 def gate_counts(text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
@@ -147,32 +155,12 @@ def gate_takes_inter_step(below: int, same_label_pairs: int, ratio: float = 2.0 
     return below < math.floor(round(same_label_pairs * ratio, 12))
 
 
-def global_gate_counts(text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    """`gate_counts` summed over all processes, so that every rank takes the same decision."""
-    below, same = gate_counts(text_embeds, image_embeds, labels)
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return below, same
-    counts = torch.tensor([below, same], dtype=torch.int64, device=text_embeds.device)
-    dist.all_reduce(counts)
-    return int(counts[0]), int(counts[1])
-
-
-def gather_across_processes(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate `tensor` from every process along dim 0, keeping the gradient path to each rank's own part."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor), dim=0)
-
-
 __all__ = [
     "LOSS_FLAVOURS",
     "gate_counts",
     "gate_takes_inter_step",
-    "gather_across_processes",
-    "global_gate_counts",
     "inter_modal_contrastive_loss",
     "intra_modal_contrastive_loss",
     "step_one_objective",
+    "step_two_loss",
 ]

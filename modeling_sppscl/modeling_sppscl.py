@@ -2,19 +2,23 @@
 
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from configuration_sppscl import SppSclConfig
-
+from .configuration_sppscl import SppSclConfig
 from .loss_sppscl import step_one_objective
+
+# Imported for its registration: with the model, `pipeline("image-text-classification", model=...)` works, and
+# transformers copies the pipeline's file next to the model when it saves or loads remote code.
+from .pipeline_sppscl import ImageTextClassificationPipeline  # noqa: F401
+from .remote_code_sppscl import custom_pipelines, save_with_code_files
 
 
 @dataclass
@@ -204,11 +208,6 @@ class SppSclModel(SppSclPreTrainedModel):
                     tower.eval()
         return self
 
-    @property
-    def loss_weights(self) -> tuple[float, float, float]:
-        """Weights of (cross-entropy, intra-text, intra-image) in the step-1 objective."""
-        return (self.config.ce_loss_weight, self.config.intra_text_loss_weight, self.config.intra_image_loss_weight)
-
     def head_modules(self) -> list[nn.Module]:
         """The trainable SPP-SCL head (everything but the two towers)."""
         return [self.text_encoder, self.image_encoder, self.text_projection, self.image_projection, self.fusion, self.classifier]
@@ -229,7 +228,9 @@ class SppSclModel(SppSclPreTrainedModel):
 
     # ----- towers -------------------------------------------------------------------------------------------
     def _tower_context(self, frozen: bool):
-        return torch.no_grad() if frozen else torch.enable_grad()
+        # A trainable tower follows the caller's grad mode: under the caller's no_grad (evaluation, the pipeline)
+        # it builds no graph either.
+        return torch.no_grad() if frozen else nullcontext()
 
     def text_tower_hidden_states(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """The text tower's last `num_text_layers` hidden states, stacked as `[k, B, L, H]`."""
@@ -376,23 +377,23 @@ class SppSclModel(SppSclPreTrainedModel):
 
         terms = {}
         if labels is not None:
-            terms = step_one_objective(
-                logits, text_embeds, image_embeds, labels, self.loss_weights, self.config.temperature, self.config.contrastive_loss
-            )
+            terms = step_one_objective(logits, text_embeds, image_embeds, labels, self.config)
         output = SppSclOutput(
             logits=logits, text_embeds=text_embeds, image_embeds=image_embeds, fused_embeds=fused_embeds, **terms
         )
         return output if return_dict else output.to_tuple()
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
-        """Save as `PreTrainedModel` does, plus the flat code files and `auto_map` that let the folder load with
-        `trust_remote_code=True` where this package is not installed (see `hub_sppscl`)."""
-        from .hub_sppscl import save_model_with_code  # here, because hub_sppscl imports this module
+        """Save as `PreTrainedModel` does, plus the code files (see `remote_code_sppscl`) and the pipeline entry
+        that let the folder load with `trust_remote_code=True` where this package is not installed."""
+        self.config.custom_pipelines = custom_pipelines()
+        return save_with_code_files(
+            self, super().save_pretrained, save_directory, write_files=self.should_save_on_this_rank(is_main_process),
+            is_main_process=is_main_process, **kwargs,
+        )
 
-        return save_model_with_code(self, super().save_pretrained, save_directory, is_main_process=is_main_process, **kwargs)
 
-
-AutoConfig.register(SppSclConfig.model_type, SppSclConfig, exist_ok=True)
 AutoModel.register(SppSclConfig, SppSclModel, exist_ok=True)
+SppSclModel.register_for_auto_class("AutoModel")
 
 __all__ = ["SppSclModel", "SppSclOutput", "SppSclPreTrainedModel"]

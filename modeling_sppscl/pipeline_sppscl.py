@@ -1,7 +1,6 @@
 """`image-text-classification`: a transformers pipeline that scores the labels of image-text pairs."""
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,34 +10,11 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .processing_sppscl import load_image
+from .remote_code_sppscl import PIPELINE_TASK
 
 
-PIPELINE_TASK = "image-text-classification"
 INPUT_KEYS = ("image", "text")
-
-
-def _image_problem(image: Any) -> str | None:
-    """Why `image` cannot be used (None when it can), checked before any inference runs."""
-    if isinstance(image, PIL.Image.Image):
-        return None
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-            return f"an image array must be uint8 with shape HxW or HxWxC (C = 1, 3 or 4), got {image.dtype} {image.shape}"
-        return None
-    if isinstance(image, (str, os.PathLike)):
-        return _image_file_problem(Path(image))
-    return f"'image' must be a PIL image, a path or a uint8 numpy array, got {type(image).__name__}"
-
-
-def _image_file_problem(path: Path) -> str | None:
-    if not path.is_file():
-        return f"no image file at {path}"
-    try:
-        # Opening reads only the header: enough to tell an image from another file without decoding it yet.
-        with PIL.Image.open(path):
-            return None
-    except (OSError, PIL.UnidentifiedImageError) as error:
-        return f"cannot read image file {path}: {error}"
+IMAGE_TYPES = (PIL.Image.Image, np.ndarray, str, os.PathLike, bytes, bytearray)
 
 
 def _pair_problem(pair: Any) -> str | None:
@@ -55,21 +31,30 @@ def _pair_problem(pair: Any) -> str | None:
         return f"'text' must be a string, got {type(text).__name__}"
     if not text.strip():
         return "'text' is empty"
-    return _image_problem(pair["image"])
+    if not isinstance(pair["image"], IMAGE_TYPES):
+        return (
+            f"'image' must be a PIL image, a path or a uint8 numpy array, got {type(pair['image']).__name__} "
+            "(encoded image bytes are taken too)"
+        )
+    return None
 
 
 def checked_pair(pair: Any, index: int) -> dict[str, Any]:
-    """The input `pair` tagged with its position, or a `ValueError` naming the position and the problem."""
+    """The input `pair` with its image decoded, or a `ValueError` naming the position and the problem; every input
+    of a call is checked so before any inference runs."""
     problem = _pair_problem(pair)
-    if problem is not None:
-        raise ValueError(f"image-text-classification input {index}: {problem}")
-    return {**pair, "index": index}
+    if problem is None:
+        try:
+            return {"image": load_image(pair["image"]), "text": pair["text"]}
+        except ValueError as error:
+            problem = str(error)
+    raise ValueError(f"{PIPELINE_TASK} input {index}: {problem}")
 
 
 class ImageTextClassificationPipeline(Pipeline):
     """Label scores for image-text pairs with an SPP-SCL model.
 
-    Inputs are `{"image": PIL image | path | uint8 numpy array, "text": str}` or a list of them; each gets a list
+    Inputs are `{"image": PIL image | path | uint8 numpy array | encoded bytes, "text": str}` or a list of them; each gets a list
     of `{"label", "score"}` (softmax probabilities), best first. `top_k` keeps that many labels (all by default).
     `batch_size` groups pairs into one forward pass: with the paper variant, whose fusion attends across the batch,
     a pair's scores then depend on its batch-mates.
@@ -109,11 +94,7 @@ class ImageTextClassificationPipeline(Pipeline):
         return {}, {}, ({"top_k": top_k} if top_k is not None else {})
 
     def preprocess(self, pair: dict[str, Any]) -> BatchFeature:
-        try:
-            image = load_image(pair["image"])
-        except ValueError as error:
-            raise ValueError(f"image-text-classification input {pair['index']}: {error}") from error
-        features = self.processor(images=image, text=pair["text"], return_tensors="pt")
+        features = self.processor(images=pair["image"], text=pair["text"], return_tensors="pt")
         features["pixel_values"] = features["pixel_values"].to(self.dtype)
         return features
 
@@ -135,4 +116,4 @@ PIPELINE_REGISTRY.register_pipeline(
     PIPELINE_TASK, pipeline_class=ImageTextClassificationPipeline, pt_model=AutoModel, type="multimodal"
 )
 
-__all__ = ["PIPELINE_TASK", "ImageTextClassificationPipeline"]
+__all__ = ["ImageTextClassificationPipeline"]

@@ -10,39 +10,45 @@ from transformers import AutoProcessor, ConvNextImageProcessorPil, ProcessorMixi
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-from configuration_sppscl import SppSclConfig
-from configuration_sppscl.configuration_sppscl import PAPER_TEXT_MAX_LENGTH
+from .configuration_sppscl import PAPER_TEXT_MAX_LENGTH, SppSclConfig
+from .remote_code_sppscl import save_with_code_files
 
 
 ImageLike = PIL.Image.Image | np.ndarray | str | os.PathLike | bytes
 
 
+def _array_image(array: np.ndarray) -> PIL.Image.Image:
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"an image array must be uint8 with shape HxW or HxWxC (C = 1, 3 or 4), got {array.dtype} {array.shape}")
+    return PIL.Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+
+
+def _decoded(source: str | os.PathLike | io.BytesIO) -> PIL.Image.Image:
+    with PIL.Image.open(source) as opened:
+        return opened.convert("RGB")
+
+
 def load_image(image: ImageLike, name: str | None = None) -> PIL.Image.Image:
     """An RGB PIL image from a PIL image, an `H x W (x C)` uint8 array, a file path or encoded bytes.
 
-    Errors name the file (or `name`) so that a bad row can be found.
+    The one place where the project opens images: readers, collators, the pipeline and the endpoint all come
+    here. Errors are `ValueError`s that name the file (or `name`) so that a bad row can be found.
     """
-    label = name or (str(image) if isinstance(image, (str, os.PathLike)) else type(image).__name__)
+    if isinstance(image, PIL.Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        return _array_image(image).convert("RGB")
+    label = name or (f"file {image}" if isinstance(image, (str, os.PathLike)) else type(image).__name__)
     try:
-        if isinstance(image, PIL.Image.Image):
-            loaded = image
-        elif isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim not in (2, 3):
-                raise ValueError(f"an image array must be uint8 with shape HxW or HxWxC, got {image.dtype} {image.shape}")
-            loaded = PIL.Image.fromarray(image)
-        elif isinstance(image, (str, os.PathLike)):
+        if isinstance(image, (str, os.PathLike)):
             if not Path(image).is_file():
                 raise FileNotFoundError(f"no image file at {image}")
-            with PIL.Image.open(image) as opened:
-                loaded = opened.convert("RGB")
-        elif isinstance(image, (bytes, bytearray)):
-            with PIL.Image.open(io.BytesIO(image)) as opened:
-                loaded = opened.convert("RGB")
-        else:
-            raise TypeError(f"expected a PIL image, a numpy array, a path or bytes, got {type(image).__name__}")
-        return loaded.convert("RGB")
+            return _decoded(image)
+        if isinstance(image, (bytes, bytearray)):
+            return _decoded(io.BytesIO(image))
+        raise TypeError(f"expected a PIL image, a numpy array, a path or bytes, got {type(image).__name__}")
     except (OSError, ValueError, TypeError, PIL.UnidentifiedImageError) as error:
-        raise ValueError(f"Cannot read image {label}: {error}") from error
+        raise ValueError(f"cannot read image {label}: {error}") from error
 
 
 def paper_image_processor() -> ConvNextImageProcessorPil:
@@ -121,13 +127,12 @@ class SppSclProcessor(ProcessorMixin):
         return list(dict.fromkeys(self.tokenizer.model_input_names + self.image_processor.model_input_names))
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
-        """Save as `ProcessorMixin` does, plus the flat code files and the `auto_map` that let `AutoProcessor` load
-        the folder with `trust_remote_code=True` where this package is not installed (see `hub_sppscl`)."""
-        from .hub_sppscl import save_processor_with_code  # here, because hub_sppscl imports this module
-
-        return save_processor_with_code(self, super().save_pretrained, save_directory, push_to_hub=push_to_hub, **kwargs)
+        """Save as `ProcessorMixin` does, plus the code files (see `remote_code_sppscl`) that let `AutoProcessor`
+        load the folder with `trust_remote_code=True` where this package is not installed."""
+        return save_with_code_files(self, super().save_pretrained, save_directory, push_to_hub=push_to_hub, **kwargs)
 
 
 AutoProcessor.register(SppSclConfig, SppSclProcessor, exist_ok=True)
+SppSclProcessor.register_for_auto_class()
 
 __all__ = ["SppSclProcessor", "load_image", "paper_image_processor"]

@@ -1,4 +1,4 @@
-"""Readers of modeling_sppscl.data_sppscl on small files written here, and on the real data when it is there."""
+"""Readers of modeling_sppscl.data.readers on small files written here, and on the real data when it is there."""
 
 import collections
 import io
@@ -11,7 +11,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from modeling_sppscl.data_sppscl import (
+from modeling_sppscl.data.readers import (
     HFM_LABEL_NAMES,
     MVSA_LABEL_NAMES,
     LoadedData,
@@ -136,7 +136,7 @@ def test_missing_and_corrupt_images_raise_naming_id_and_path(tmp_path):
 def test_skip_and_blank_modes_count_and_log(tmp_path, caplog):
     folder = write_clmlf_folder(tmp_path, {"train": clmlf_items([0, 1, 2, 0]), "dev": clmlf_items([1], "d")})
     break_images(folder)
-    with caplog.at_level(logging.WARNING, logger="modeling_sppscl.data_sppscl"):
+    with caplog.at_level(logging.WARNING, logger="modeling_sppscl.data.readers"):
         skipped = load_clmlf_folder(folder, missing_image="skip")
     assert skipped.splits["train"]["id"] == ["0", "3"]
     assert skipped.report["skipped"] == {"train": 2, "validation": 0} and skipped.report["rows"]["train"] == 2

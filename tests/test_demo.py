@@ -5,7 +5,7 @@ import collections
 import numpy as np
 import pytest
 
-from modeling_sppscl.demo_sppscl import (
+from modeling_sppscl.data.demo import (
     DEMO_LABEL_NAMES,
     DEMO_MAX_TOKENS,
     DEMO_VOCAB,

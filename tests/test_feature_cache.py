@@ -12,9 +12,10 @@ import torch
 from datasets import Dataset
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from modeling_sppscl.collators_sppscl import CachedFeatureCollator, ImageTextCollator, add_length_column
-from modeling_sppscl.feature_cache_sppscl import FEATURES_FILE, extract_features
-from modeling_sppscl.trainer_sppscl import SppSclTrainer, SppSclTrainingArguments
+from modeling_sppscl.data.collators import ImageTextCollator, add_length_column
+from modeling_sppscl.data.feature_cache import CachedFeatureCollator
+from modeling_sppscl.data.feature_cache import FEATURES_FILE, extract_features
+from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from conftest import TINY_WORDS, tiny_model, tiny_processor
 
@@ -183,7 +184,7 @@ def test_same_setup_reuses_the_cache(rows, tmp_path, caplog):
     model, processor = tiny_model("default"), tiny_processor(tmp_path / "tok")
     first = cache_folder(model, processor, rows, tmp_path / "cache")
     again = make_rows(tmp_path)  # rebuilt from the same data: same dataset fingerprint
-    with caplog.at_level(logging.INFO, logger="modeling_sppscl.feature_cache_sppscl"):
+    with caplog.at_level(logging.INFO, logger="modeling_sppscl.data.feature_cache"):
         second = cache_folder(tiny_model("default"), tiny_processor(tmp_path / "tok2"), again, tmp_path / "cache")
     assert second == first
     assert "reusing cache" in caplog.text

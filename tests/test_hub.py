@@ -22,15 +22,15 @@ from transformers import AutoModel, AutoProcessor, Trainer, TrainingArguments, p
 
 from modeling_sppscl import SppSclModel, SppSclProcessor
 from modeling_sppscl.handler import parse_request
-from modeling_sppscl.hub_sppscl import AUTO_MAP, CODE_FILES, CUSTOM_PIPELINES, assert_hub_folder_complete, hub_folder_files
-from modeling_sppscl.model_card_sppscl import (
+from modeling_sppscl.hub.export import AUTO_MAP, CODE_FILES, CUSTOM_PIPELINES, assert_hub_folder_complete, hub_folder_files
+from modeling_sppscl.hub.model_card import (
     build_model_card,
     eval_results_from_metrics,
     is_sppscl_card,
     write_model_card,
 )
 from modeling_sppscl.pipeline_sppscl import ImageTextClassificationPipeline
-from modeling_sppscl.trainer_sppscl import SppSclTrainer, SppSclTrainingArguments
+from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from conftest import TINY_WORDS, tiny_model, tiny_processor
 
@@ -504,3 +504,9 @@ def test_save_pretrained_with_push_to_hub_uploads_the_code(export, hub, monkeypa
     assert {"config.json", "model.safetensors", *CODE_FILES} <= set(commits[0]["files"])
     assert {"processor_config.json", "tokenizer.json", *CODE_FILES} <= set(commits[1]["files"])
     assert ("create_repo", {"repo_id": "user/sppscl-model", "private": True, "token": None, "exist_ok": True}) in hub.calls
+
+
+def test_saved_code_files_are_the_package_files_unchanged(export):
+    package = REPO_ROOT / "modeling_sppscl"
+    for name in CODE_FILES:
+        assert (export.folder / name).read_bytes() == (package / name).read_bytes(), name

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from modeling_sppscl.evaluation_sppscl import METRIC_DIR, build_compute_metrics, confusion_matrix, load_sppscl_metric
+from modeling_sppscl.reporting.metrics import METRIC_DIR, build_compute_metrics, confusion_matrix, load_sppscl_metric
 from tests.helpers_data import REPO_ROOT
 
 

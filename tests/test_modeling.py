@@ -94,7 +94,7 @@ def test_save_and_load_give_identical_logits(tmp_path, variant):
 
 
 def test_frozen_towers_get_no_gradient_and_no_optimizer_state(tmp_path):
-    from modeling_sppscl.trainer_sppscl import SppSclTrainer, SppSclTrainingArguments
+    from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
     model = tiny_model("default")
     inputs = tiny_processor(tmp_path)(images=IMAGES[:4], text=TEXTS[:4])

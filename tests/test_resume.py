@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_sppscl.trainer_sppscl import SppSclTrainer, SppSclTrainingArguments
+from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
 from distributed_two_step import RandomFeatures, collate  # noqa: E402

@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import Dataset
 
 from modeling_sppscl import convert_reference_state_dict
-from modeling_sppscl.trainer_sppscl import SppSclTrainer, SppSclTrainingArguments
+from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from test_reference_fixture import fixture, paper_config_with_small_towers, reference_model, reference_weights  # noqa: F401
 

@@ -21,17 +21,19 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from datasets import Array3D, Dataset, Features, List, Value
 from torch import nn
 
-from .collators_sppscl import ImageTextCollator
-from .modeling_sppscl import SppSclModel
-from .processing_sppscl import SppSclProcessor
+from ..modeling_sppscl import SppSclModel
+from ..processing_sppscl import SppSclProcessor
+from .collators import ImageTextCollator, Row, labels_tensor, row_name
 
 
 logger = logging.getLogger(__name__)
@@ -195,6 +197,67 @@ def _extract_batch(
     return output
 
 
+class CachedFeatureCollator:
+    """Stacks rows of the frozen-tower feature cache (see `extract_features`) into a head-only batch.
+
+    Each row holds `text_hidden_states` (flat, `text_shape` = `[k, n, H]`), optionally `attention_mask` (`[n]`,
+    stored in the paper variant where the `n` positions include padding), `image_features` (`[C, h, w]`) and
+    `label`. Texts are padded with zeros to the longest of the batch, or to `pad_to` positions. The padded
+    positions are masked out in the default variant, so their values change nothing; the paper variant's cache
+    already holds every text at its fixed padded length, so nothing is padded there.
+
+    Returns `text_hidden_states` `[k, B, L, H]`, `attention_mask` `[B, L]`, `image_features` `[B, C, h, w]`
+    (float32) and, when the rows have labels, `labels`.
+    """
+
+    def __init__(self, pad_to: int | None = None):
+        if pad_to is not None and pad_to < 3:
+            raise ValueError(f"CachedFeatureCollator.pad_to must be >= 3 (summary token, text, separator), got {pad_to}")
+        self.pad_to = pad_to
+
+    def _padded_length(self, rows: Sequence[Row], shapes: list[tuple[int, int, int]]) -> int:
+        longest = max(shape[1] for shape in shapes)
+        if self.pad_to is None:
+            return longest
+        if longest > self.pad_to:
+            index = next(i for i, shape in enumerate(shapes) if shape[1] == longest)
+            raise ValueError(f"{row_name(rows[index], index)} has {longest} text positions, more than pad_to={self.pad_to}")
+        return self.pad_to
+
+    @staticmethod
+    def _row_mask(row: Row, positions: int) -> torch.Tensor:
+        mask = row.get("attention_mask")
+        if mask is None:
+            return torch.ones(positions, dtype=torch.long)
+        return torch.as_tensor(np.asarray(mask), dtype=torch.long)
+
+    def __call__(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
+        shapes = [tuple(int(size) for size in row["text_shape"]) for row in rows]
+        if len({(k, h) for k, _, h in shapes}) != 1:
+            raise ValueError(f"The rows of one batch have different text layers or widths: {sorted(set(shapes))}")
+        num_layers, _, hidden_size = shapes[0]
+        length = self._padded_length(rows, shapes)
+        hidden = torch.zeros(num_layers, len(rows), length, hidden_size)
+        attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
+        with warnings.catch_warnings():
+            # The cache's arrays are read-only memory maps; they are only read, so torch's warning does not apply.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            for index, (row, shape) in enumerate(zip(rows, shapes)):
+                # Stored half-precision features are upcast here: torch converts far faster than numpy does.
+                hidden[:, index, : shape[1]] = torch.as_tensor(np.asarray(row["text_hidden_states"])).view(shape)
+                attention_mask[index, : shape[1]] = self._row_mask(row, shape[1])
+            image_features = torch.as_tensor(np.stack([np.asarray(row["image_features"]) for row in rows])).float()
+        batch = {
+            "text_hidden_states": hidden,
+            "attention_mask": attention_mask,
+            "image_features": image_features,
+        }
+        labels = labels_tensor(rows)
+        if labels is not None:
+            batch["labels"] = labels
+        return batch
+
+
 def load_feature_cache(folder: str | Path) -> Dataset:
     """A cache written by [`extract_features`], memory-mapped, formatted for [`CachedFeatureCollator`]."""
     cache = Dataset.from_file(str(Path(folder) / FEATURES_FILE))
@@ -284,6 +347,7 @@ def _write_features(
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
+    "CachedFeatureCollator",
     "STORAGE_DTYPES",
     "cache_features",
     "cache_fingerprint",

@@ -9,9 +9,8 @@ import re
 
 import torch
 
-from configuration_sppscl import SppSclConfig
-
-from .modeling_sppscl import SppSclModel
+from ..configuration_sppscl import SppSclConfig
+from ..modeling_sppscl import SppSclModel
 
 
 HEAD_PREFIXES = {

@@ -2,8 +2,21 @@
 
 from typing import ClassVar
 
-from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+import transformers
+from packaging import version
+
+
+# This file also runs as remote code (trust_remote_code=True) where older transformers may be installed: say what
+# to upgrade instead of failing on a missing name below.
+MIN_TRANSFORMERS_VERSION = "5.20"
+if version.parse(transformers.__version__) < version.parse(MIN_TRANSFORMERS_VERSION):
+    raise ImportError(
+        f"SPP-SCL needs transformers>={MIN_TRANSFORMERS_VERSION}, found {transformers.__version__}: "
+        f"pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'"
+    )
+
+from transformers import AutoConfig, PreTrainedConfig  # noqa: E402
+from transformers.configuration_utils import SubConfigSpec  # noqa: E402
 
 
 # Each switch below is one place where the authors' released code makes a sample's output depend on the
@@ -23,12 +36,16 @@ VARIANTS: dict[str, dict[str, str | bool]] = {
     },
 }
 
+# The two flavours of the supervised contrastive loss (see `loss_sppscl`).
+CONTRASTIVE_LOSSES = ("reference", "supcon")
 CHOICES: dict[str, tuple[str, ...]] = {
     "variant": tuple(VARIANTS),
     "fusion_attention": ("batch", "sample"),
     "text_pooling": ("padded_mean", "masked_mean"),
-    "contrastive_loss": ("reference", "supcon"),
+    "contrastive_loss": CONTRASTIVE_LOSSES,
 }
+# The switches a variant sets, in the order the docs and the model card list them.
+SWITCHES = tuple(VARIANTS["paper"])
 
 # The authors' processor pads every text to this many tokens; the paper variant's text pooling counts them all.
 PAPER_TEXT_MAX_LENGTH = 202
@@ -188,5 +205,8 @@ class SppSclConfig(PreTrainedConfig):
         """Build a config from the two towers' configs (as `VisionTextDualEncoderConfig` does)."""
         return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
 
+
+AutoConfig.register(SppSclConfig.model_type, SppSclConfig, exist_ok=True)
+SppSclConfig.register_for_auto_class()
 
 __all__ = ["SppSclConfig", "VARIANTS"]

@@ -12,19 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainingArguments
 
-from .loss_sppscl import (
-    gate_counts,
-    gate_takes_inter_step,
-    gather_across_processes,
-    global_gate_counts,
-    inter_modal_contrastive_loss,
-    step_one_objective,
-)
-from .model_card_sppscl import is_sppscl_card
+from ..hub.model_card import is_sppscl_card
+from ..loss_sppscl import gate_counts, gate_takes_inter_step, step_one_objective, step_two_loss
+from .distributed import average_in_place, gather_labels, gather_with_grad, sum_counts
 
 
 UPDATE_MODES = ("two_step", "one_step")
@@ -92,48 +85,34 @@ class SppSclTrainer(Trainer):
     def _contrastive_view(self, text_embeds, image_embeds, labels):
         if not self.args.contrastive_over_global_batch:
             return text_embeds, image_embeds, labels
-        return (
-            gather_across_processes(text_embeds),
-            gather_across_processes(image_embeds),
-            self.accelerator.gather(labels),
-        )
+        return gather_with_grad(text_embeds), gather_with_grad(image_embeds), gather_labels(labels)
 
-    def _gate(self, text_embeds, image_embeds, labels) -> tuple[bool, int, int]:
+    def _gate(self, text_embeds, image_embeds, labels) -> bool:
         if self.args.contrastive_over_global_batch:
             below, same = gate_counts(*self._contrastive_view(text_embeds, image_embeds, labels))
         else:
-            below, same = global_gate_counts(text_embeds, image_embeds, labels)
-        return gate_takes_inter_step(below, same, self._sppscl_config.gate_ratio), below, same
+            below, same = sum_counts(*gate_counts(text_embeds, image_embeds, labels), device=labels.device)
+        return gate_takes_inter_step(below, same, self._sppscl_config.gate_ratio)
 
     def _inter_loss(self, text_embeds, image_embeds, labels) -> torch.Tensor:
-        config = self._sppscl_config
-        text_embeds, image_embeds, labels = self._contrastive_view(text_embeds, image_embeds, labels)
-        return config.inter_loss_weight * inter_modal_contrastive_loss(
-            text_embeds, image_embeds, labels, config.temperature, config.contrastive_loss
-        )
+        return step_two_loss(*self._contrastive_view(text_embeds, image_embeds, labels), self._sppscl_config)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The step-1 objective (weighted CE + intra-modal losses), with the contrastive terms over the gathered
-        batch when `contrastive_over_global_batch` is set."""
-        labels = inputs["labels"]
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        config = self._sppscl_config
-        text_embeds, image_embeds, contrastive_labels = self._contrastive_view(outputs.text_embeds, outputs.image_embeds, labels)
-        terms = step_one_objective(
-            outputs.logits,
-            text_embeds,
-            image_embeds,
-            labels,
-            self.accelerator.unwrap_model(model).loss_weights,
-            config.temperature,
-            config.contrastive_loss,
-            contrastive_labels,
-        )
-        for name, value in terms.items():
-            outputs[name] = value
+        """The step-1 objective (weighted CE + intra-modal losses): the model's own `loss`, or, when
+        `contrastive_over_global_batch` is set, the same objective with the contrastive terms over the gathered
+        batch."""
+        if self.args.contrastive_over_global_batch:
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            text_embeds, image_embeds, contrastive_labels = self._contrastive_view(outputs.text_embeds, outputs.image_embeds, labels)
+            terms = step_one_objective(outputs.logits, text_embeds, image_embeds, labels, self._sppscl_config, contrastive_labels)
+            for name, value in terms.items():
+                outputs[name] = value
+        else:
+            outputs = model(**inputs)
         if model.training:
-            self._record({k: v for k, v in terms.items() if k != "loss"})
-        return (terms["loss"], outputs) if return_outputs else terms["loss"]
+            self._record({name: outputs[name] for name in ("ce_loss", "intra_text_loss", "intra_image_loss")})
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     # ----- the update ---------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -147,7 +126,7 @@ class SppSclTrainer(Trainer):
         inputs = self._prepare_inputs(inputs)
         with self.compute_loss_context_manager():
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-            takes, _, _ = self._gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
+            takes = self._gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
             if takes:
                 inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
                 loss = loss + inter
@@ -170,7 +149,7 @@ class SppSclTrainer(Trainer):
         labels = inputs["labels"]
         with self.compute_loss_context_manager():
             outputs = bare_model(**{k: v for k, v in inputs.items() if k != "labels"})
-            takes, _, _ = self._gate(outputs.text_embeds, outputs.image_embeds, labels)
+            takes = self._gate(outputs.text_embeds, outputs.image_embeds, labels)
             inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, labels) if takes else None
         self._record_gate(takes, inter)
         if not takes:
@@ -183,7 +162,7 @@ class SppSclTrainer(Trainer):
         for param in trainable:
             param.grad = torch.zeros_like(param)
         self.accelerator.backward(inter)
-        self._average_gradients_across_processes(trainable)
+        average_in_place(param.grad for param in trainable)
         return (step_one_loss + inter).detach()
 
     def _optimizer_step(self, model) -> None:
@@ -193,22 +172,10 @@ class SppSclTrainer(Trainer):
         self.optimizer.step()
 
     @staticmethod
-    def _average_across_processes(tensors) -> None:
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
-        for tensor in tensors:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-            tensor /= dist.get_world_size()
-
-    def _average_gradients_across_processes(self, params) -> None:
-        self._average_across_processes(param.grad for param in params)
-
-    def _average_batchnorm_statistics_across_processes(self, model) -> None:
+    def _average_batchnorm_statistics_across_processes(model) -> None:
         """Each process's BatchNorm statistics follow its own batches; averaging them keeps every rank's model
         identical (DDP alone would only copy rank 0's at the next forward)."""
-        self._average_across_processes(
-            buffer for name, buffer in model.named_buffers() if name.endswith(("running_mean", "running_var"))
-        )
+        average_in_place(buffer for name, buffer in model.named_buffers() if name.endswith(("running_mean", "running_var")))
 
     # ----- schedule -----------------------------------------------------------------------------------------
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -40,7 +40,7 @@ import PIL.Image
 from datasets import ClassLabel, DatasetDict, Features, Value
 
 # Re-exported: the one image loader of the project, for consumers of the image column.
-from modeling_sppscl.processing_sppscl import load_image
+from ..processing_sppscl import load_image
 
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,11 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from ..configuration_sppscl import SWITCHES
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "sppscl_model_card_template.md"
+
+# Package data, so that an installed package (a wheel too) writes cards; model_cards/ links to it.
+TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
 PIPELINE_TAG = "text-classification"
 TASK_NAME = "Image-Text Classification"
 # Result key -> (metric id on the Hub, display name, arguments of the metric).
@@ -93,10 +96,7 @@ def _other_score_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[dict[s
 def _variant_facts(config: Any) -> dict[str, Any]:
     return {
         "variant": config.variant,
-        "switches": {
-            name: getattr(config, name)
-            for name in ("fusion_attention", "text_pooling", "contrastive_loss", "frozen_towers_follow_train_mode")
-        },
+        "switches": {name: getattr(config, name) for name in SWITCHES},
         "batch_dependent": config.fusion_attention == "batch",
         "padding_dependent": config.text_pooling == "padded_mean",
         "text_max_length": config.text_max_length,

@@ -13,7 +13,7 @@ import numpy as np
 from transformers import EvalPrediction
 
 
-METRIC_DIR = Path(__file__).resolve().parent / "metrics" / "sppscl_classification"
+METRIC_DIR = Path(__file__).resolve().parent / "sppscl_classification"
 
 
 def load_sppscl_metric() -> evaluate.EvaluationModule:

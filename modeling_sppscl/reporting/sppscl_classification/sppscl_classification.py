@@ -3,7 +3,7 @@ precision, recall and F1, and the confusion matrix.
 
 Load it offline by folder path (evaluate finds the script named like its folder):
 
-    metric = evaluate.load("modeling_sppscl/metrics/sppscl_classification")
+    metric = evaluate.load("modeling_sppscl/reporting/sppscl_classification")
     metric.compute(predictions=[0, 2, 1], references=[0, 1, 1], label_names=["positive", "neutral", "negative"])
 
 This script is copied into evaluate's module cache when loaded, so it imports nothing from the project.
@@ -34,7 +34,7 @@ Returns:
     `accuracy`, `weighted_f1`, `macro_f1` (floats in [0, 1]), `precision_<name>`, `recall_<name>`, `f1_<name>`
     (floats) for every class, and `confusion_matrix` (list of lists of ints, rows = true class).
 Examples:
-    >>> metric = evaluate.load("modeling_sppscl/metrics/sppscl_classification")
+    >>> metric = evaluate.load("modeling_sppscl/reporting/sppscl_classification")
     >>> metric.compute(predictions=[0, 1], references=[0, 0], num_labels=2)["accuracy"]
     0.5
 """

@@ -13,7 +13,7 @@ import PIL.Image
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from transformers import BertTokenizerFast
 
-from modeling_sppscl.data_sppscl import LoadedData
+from .readers import LoadedData
 
 
 DEMO_LABEL_NAMES = ["positive", "neutral", "negative"]

@@ -1,0 +1,1 @@
+"""Hub tooling: the model card, checks of a saved folder, and conversion of the authors' checkpoints."""

@@ -1,0 +1,1 @@
+"""Training: `SppSclTrainer` with the semi-push-pull update, and reductions across processes."""
