@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
+
+from .metrics import confusion_matrix
 
 
 LOSS_TERMS = ("loss", "ce_loss", "intra_text_loss", "intra_image_loss", "inter_loss")
@@ -30,7 +33,7 @@ def collect_embeddings(trainer, dataset) -> dict[str, np.ndarray]:
     collected = defaultdict(list)
     with torch.inference_mode():
         for batch in trainer.get_eval_dataloader(dataset):
-            batch = trainer._prepare_inputs(batch)
+            batch = send_to_device(batch, trainer.args.device)
             labels = batch.pop("labels")
             outputs = model(**batch)
             for name in ("text_embeds", "image_embeds", "fused_embeds", "logits"):
@@ -64,8 +67,7 @@ def plot_tsne(path: Path, embeddings: dict[str, np.ndarray], label_names: list[s
 def plot_confusion_matrix(path: Path, labels: np.ndarray, predictions: np.ndarray, label_names: list[str]) -> None:
     plt = _pyplot()
     count = len(label_names)
-    matrix = np.zeros((count, count), dtype=int)
-    np.add.at(matrix, (labels, predictions), 1)
+    matrix = np.asarray(confusion_matrix(predictions, labels, label_names))
     figure, axis = plt.subplots(figsize=(1.3 * count + 2, 1.3 * count + 1.5))
     axis.imshow(matrix, cmap="Blues")
     for (row, column), value in np.ndenumerate(matrix):
