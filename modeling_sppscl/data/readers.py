@@ -74,6 +74,7 @@ def load_clmlf_folder(
     files = clmlf_split_files(folder)
     images = clmlf_image_folder(folder, image_dir, require_images)
     report = new_report(str(folder), missing_image, text_only=images is None, empty_text=empty_text)
+    report["files"] = {split: str(path) for split, path in files.items()}
     raw = {split: read_clmlf_json(path, images, report) for split, path in files.items()}
     names = label_names or clmlf_label_names(raw, folder)
     return build_loaded_data(raw, names, missing_image, report, verify_pixels)
@@ -97,6 +98,7 @@ def load_hfm_text_files(
         raise FileNotFoundError(f"HFM image folder not found: {images}")
     files = given_split_files(train_file, validation_file, test_file)
     report = new_report(", ".join(str(path) for path in files.values()), missing_image, text_only=images is None, empty_text=empty_text)
+    report["files"] = {split: str(path) for split, path in files.items()}
     raw = {split: read_hfm_lines(path, images, report) for split, path in files.items()}
     return build_loaded_data(raw, label_names or HFM_LABEL_NAMES, missing_image, report, verify_pixels)
 
@@ -124,6 +126,7 @@ def load_csv_or_jsonl(
     """
     files = given_split_files(train_file, validation_file, test_file)
     report = new_report(", ".join(str(path) for path in files.values()), missing_image, text_only=image_column is None, empty_text=empty_text)
+    report["files"] = {split: str(path) for split, path in files.items()}
     columns = {"image": image_column, "text": text_column, "label": label_column, "id": id_column}
     raw = {split: read_table_file(path, split, columns, report) for split, path in files.items()}
     return build_loaded_data(raw, label_names, missing_image, report, verify_pixels)
@@ -152,6 +155,7 @@ def load_datasets_dataset(
     dataset = open_datasets_dataset(name_or_path, **load_kwargs)
     base = Path(name_or_path).resolve() if Path(name_or_path).exists() else None
     report = new_report(name_or_path, missing_image, text_only=image_column is None, empty_text=empty_text)
+    report["files"] = {split: f"{name_or_path}, split {split}" for split in dataset}
     columns = {"image": image_column, "text": text_column, "label": label_column, "id": id_column}
     raw = {split: read_table(part, f"{name_or_path}, split {split}", split, columns, base, lambda index: f"row {index}") for split, part in dataset.items()}
     names = class_label_names(dataset, label_column, label_names)
