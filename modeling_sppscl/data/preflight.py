@@ -79,7 +79,9 @@ def cap_text_length(model, processor) -> None:
 
 def token_counts(dataset: Dataset, tokenizer) -> list[int]:
     """Each text's count of real tokens (special tokens left out)."""
-    return [len(ids) for ids in tokenizer(dataset["text"], add_special_tokens=False)["input_ids"]]
+    if len(dataset) == 0:  # tokenizers fail on an empty batch
+        return []
+    return [len(ids) for ids in tokenizer(list(dataset["text"]), add_special_tokens=False)["input_ids"]]
 
 
 def check_before_training(loaded, model, processor, training_args, limits: dict[str, int | None], empty_text: str = "error", report_dir: str | None = None):
