@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 
 from modeling_sppscl.data.readers import MVSA_LABEL_NAMES, load_clmlf_folder, load_csv_or_jsonl, load_hfm_text_files
-from tests.helpers_data import clmlf_items, write_clmlf_folder, write_jpeg, write_json
+from tests.helpers_data import clmlf_items, write_clmlf_folder, write_json
 
 
 def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:

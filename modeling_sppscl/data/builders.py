@@ -1,4 +1,5 @@
-"""Reading one data file through `datasets.load_dataset`'s builders ("csv", "json", "text"), for the readers.
+"""Reading through `datasets`: one data file by `load_dataset`'s builders ("csv", "json", "text"), or a datasets
+dataset (a `save_to_disk` folder or anything `load_dataset` takes), for the readers.
 
 The builders parse; this module adds what the readers promise on top: lenient UTF-8 (a file that is not valid
 UTF-8 is read from a repaired copy whose undecodable bytes are U+FFFD, and is named in a warning and in the
@@ -14,9 +15,13 @@ from typing import Any
 
 import datasets
 import pandas
+from datasets import ClassLabel, DatasetDict
 
 
 logger = logging.getLogger(__name__)
+
+# Names under which data sets ship their splits, mapped to ours.
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "val": "validation", "test": "test"}
 
 
 def decoded_text(path: Path, report: dict) -> tuple[str, bool]:
@@ -109,3 +114,46 @@ def csv_line_locator(dataset: datasets.Dataset | None):
         starts.append(line)
         line += 1 + sum(value.count("\n") for value in values if value)
     return lambda index: f"line {starts[index]}"
+
+
+# ---------------------------------------------------------------- datasets datasets
+
+
+def open_datasets_dataset(name_or_path: str, **load_kwargs: Any) -> DatasetDict:
+    """The dataset's splits under our names: a `save_to_disk` folder, else `datasets.load_dataset`."""
+    if Path(name_or_path).is_dir() and any((Path(name_or_path) / name).is_file() for name in ("dataset_dict.json", "state.json")):
+        loaded = datasets.load_from_disk(name_or_path)
+    else:
+        loaded = datasets.load_dataset(name_or_path, **load_kwargs)
+    if isinstance(loaded, datasets.Dataset):
+        return DatasetDict({"train": loaded})
+    renamed = {}
+    for name, part in loaded.items():
+        ours = SPLIT_ALIASES.get(name.lower())
+        if ours is None:
+            logger.warning("%s: split %r ignored (kept: train, validation/valid/dev/val, test)", name_or_path, name)
+        elif ours in renamed:
+            raise ValueError(f"{name_or_path}: two splits map to {ours!r}; keep one of them")
+        else:
+            renamed[ours] = part
+    if not renamed:
+        raise ValueError(f"{name_or_path}: no train, validation or test split among {list(loaded)}")
+    return DatasetDict(renamed)
+
+
+def class_label_names(dataset: DatasetDict, label_column: str, label_names: list[str] | None) -> list[str] | None:
+    """The names of a `ClassLabel` label column (which must agree with `label_names` if given), else `label_names`."""
+    feature = next(iter(dataset.values())).features.get(label_column)
+    if not isinstance(feature, ClassLabel):
+        return label_names
+    if label_names is not None and list(label_names) != list(feature.names):
+        raise ValueError(f"label_names {list(label_names)} differ from the dataset's ClassLabel names {feature.names}")
+    return list(feature.names)
+
+
+def image_feature_of(dataset: DatasetDict, image_column: str | None) -> datasets.Image | None:
+    """An `Image()` feature when the dataset's image column is one (the output keeps it), else None."""
+    if image_column is None:
+        return None
+    feature = next(iter(dataset.values())).features.get(image_column)
+    return datasets.Image() if isinstance(feature, datasets.Image) else None

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from datasets import ClassLabel, DatasetDict
 
 from ..processing_sppscl import load_image
-from .builders import csv_line_locator, read_csv_as_strings, read_with_builder
+from .builders import class_label_names, csv_line_locator, image_feature_of, open_datasets_dataset, read_csv_as_strings, read_with_builder
 from .validation import CLASS_NAMES_HINT, LoadedData, RawRow, blank_image, build_loaded_data, integer_label, new_report
 
 
@@ -39,8 +38,6 @@ logger = logging.getLogger(__name__)
 MVSA_LABEL_NAMES = ["positive", "neutral", "negative"]
 HFM_LABEL_NAMES = ["not_sarcastic", "sarcastic"]
 SPLIT_ORDER = ("train", "validation", "test")
-# Names under which data sets ship their splits, mapped to ours.
-SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "val": "validation", "test": "test"}
 CLMLF_IMAGE_FOLDERS = ("images", "dataset_image")
 
 PathLike = str | os.PathLike
@@ -288,8 +285,8 @@ def read_table(
         images = [resolve_image_path(image, base) for image in images]
     rows = []
     for index in range(len(part)):
-        if all(column[index] in (None, "") for column in table.values()):
-            continue
+        if all(isinstance(column[index], str) and column[index] == "" for column in table.values()):
+            continue  # a blank CSV line (JSON nulls are no blank line: they meet the checks)
         row_id = str(table[id_column][index]) if id_column else f"{split}-{len(rows)}"
         where = f"{source}, {locate(index)} (id {row_id!r})"
         rows.append(RawRow(row_id, table[columns["text"]][index], table[columns["label"]][index], images[index], where))
@@ -302,49 +299,6 @@ def resolve_image_path(value: Any, base: Path | None) -> str | None:
         return None
     path = Path(str(value).strip())
     return str(base / path if base is not None and not path.is_absolute() else path)
-
-
-# ---------------------------------------------------------------- datasets datasets
-
-
-def open_datasets_dataset(name_or_path: str, **load_kwargs: Any) -> DatasetDict:
-    """The dataset's splits under our names: a `save_to_disk` folder, else `datasets.load_dataset`."""
-    if Path(name_or_path).is_dir() and any((Path(name_or_path) / name).is_file() for name in ("dataset_dict.json", "state.json")):
-        loaded = datasets.load_from_disk(name_or_path)
-    else:
-        loaded = datasets.load_dataset(name_or_path, **load_kwargs)
-    if isinstance(loaded, datasets.Dataset):
-        return DatasetDict({"train": loaded})
-    renamed = {}
-    for name, part in loaded.items():
-        ours = SPLIT_ALIASES.get(name.lower())
-        if ours is None:
-            logger.warning("%s: split %r ignored (kept: train, validation/valid/dev/val, test)", name_or_path, name)
-        elif ours in renamed:
-            raise ValueError(f"{name_or_path}: two splits map to {ours!r}; keep one of them")
-        else:
-            renamed[ours] = part
-    if not renamed:
-        raise ValueError(f"{name_or_path}: no train, validation or test split among {list(loaded)}")
-    return DatasetDict(renamed)
-
-
-def class_label_names(dataset: DatasetDict, label_column: str, label_names: list[str] | None) -> list[str] | None:
-    """The names of a `ClassLabel` label column (which must agree with `label_names` if given), else `label_names`."""
-    feature = next(iter(dataset.values())).features.get(label_column)
-    if not isinstance(feature, ClassLabel):
-        return label_names
-    if label_names is not None and list(label_names) != list(feature.names):
-        raise ValueError(f"label_names {list(label_names)} differ from the dataset's ClassLabel names {feature.names}")
-    return list(feature.names)
-
-
-def image_feature_of(dataset: DatasetDict, image_column: str | None) -> datasets.Image | None:
-    """An `Image()` feature when the dataset's image column is one (the output keeps it), else None."""
-    if image_column is None:
-        return None
-    feature = next(iter(dataset.values())).features.get(image_column)
-    return datasets.Image() if isinstance(feature, datasets.Image) else None
 
 
 # ---------------------------------------------------------------- CLMLF labels

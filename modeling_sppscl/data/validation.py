@@ -15,7 +15,6 @@ Rules:
   (`"skip"`) or keeps it with `image=None` (`"blank"`; `blank_image` stands in for it).
 """
 
-import io
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
