@@ -107,7 +107,7 @@ def _read(image: ImageLike, label: str, max_pixels: int | None, max_aspect_ratio
         return use(image)
     if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
-            raise ValueError(f"cannot read image {label}: no such file" + ("" if str(image) in label else f" {image}"))
+            raise ValueError(f"cannot read image {label}: no image file at {image}")
         source = image
     elif isinstance(image, (bytes, bytearray)):
         source = io.BytesIO(image)

@@ -166,7 +166,7 @@ def test_reduced_size_decodes_small_and_catches_truncation(tmp_path):
 
 
 def test_errors_name_the_image(tmp_path):
-    with pytest.raises(ValueError, match="row 'a7'.*no such file .*gone.jpg"):
+    with pytest.raises(ValueError, match="row 'a7'.*no image file at .*gone.jpg"):
         load_image(tmp_path / "gone.jpg", name="row 'a7'")
     with pytest.raises(ValueError, match=r"cannot read image bytes: UnidentifiedImageError"):
         load_image(b"not an image")
