@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_sppscl import SppSclConfig, SppSclModel, SppSclProcessor
 from modeling_sppscl.data.collators import ImageTextCollator
 from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features
+from modeling_sppscl.data.preflight import check_before_training, check_output_dir
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
 from modeling_sppscl.hub.model_card import write_model_card
 from modeling_sppscl.reporting.metrics import build_compute_metrics
@@ -74,6 +75,9 @@ class DataArguments:
     label_column: str = field(default="label")
     class_names: str | None = field(default=None, metadata={"help": "Comma-separated class names, in label-id order."})
     missing_image: str = field(default="error", metadata={"help": "A missing or corrupt image: 'error', 'skip' the pair, or 'blank' image."})
+    empty_text: str = field(
+        default="error", metadata={"help": "An empty text, or one with no token the tokenizer knows: 'error', or 'skip' the pair."}
+    )
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
     max_predict_samples: int | None = field(default=None)
@@ -103,10 +107,14 @@ def is_demo(data_args: DataArguments) -> bool:
                     data_args.validation_file, data_args.test_file])
 
 
-def load_data(data_args: DataArguments, seed: int):
-    """The splits (`train`, `validation`, `test`) with columns id, text, image, label, and the label names."""
-    names = data_args.class_names.split(",") if data_args.class_names else None
-    common = {"label_names": names, "missing_image": data_args.missing_image}
+def load_data(data_args: DataArguments, seed: int, model_name_or_path: str | None = None):
+    """The splits (`train`, `validation`, `test`) with columns id, text, image, label, and the label names.
+
+    The label set comes from --class_names, else from the checkpoint being evaluated, else from the training
+    split. Images are decoded at reduced size, so that truncated files meet the --missing_image policy now.
+    """
+    names = data_args.class_names.split(",") if data_args.class_names else checkpoint_label_names(model_name_or_path)
+    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": True, "empty_text": data_args.empty_text}
     if is_demo(data_args):
         return load_demo_data(seed=seed)
     if data_args.data_dir:
@@ -120,6 +128,14 @@ def load_data(data_args: DataArguments, seed: int):
     return load_csv_or_jsonl(
         train_file=data_args.train_file, validation_file=data_args.validation_file, test_file=data_args.test_file, **columns, **common
     )
+
+
+def checkpoint_label_names(model_name_or_path: str | None) -> list[str] | None:
+    """The class names of an SPP-SCL checkpoint, in id order (None without one)."""
+    if not model_name_or_path:
+        return None
+    id2label = AutoConfig.from_pretrained(model_name_or_path).id2label
+    return [id2label[index] for index in range(len(id2label))]
 
 
 def parse_config_overrides(text: str | None) -> dict:
@@ -219,10 +235,14 @@ def main() -> dict:
     model_args, data_args, training_args = parse_arguments()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARN)
     set_seed(training_args.seed)
+    check_output_dir(training_args.output_dir)
     demo = is_demo(data_args)
-    loaded = load_data(data_args, training_args.seed)
+    loaded = load_data(data_args, training_args.seed, model_args.model_name_or_path)
     model, processor = build_model_and_processor(model_args, loaded.label_names, demo)
-    splits, collator = prepare_splits(loaded.splits, data_args, model, processor, training_args)
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
+    checked = check_before_training(loaded, model, processor, training_args, limits, data_args.empty_text,
+                                    report_dir=training_args.output_dir if training_args.should_save else None)
+    splits, collator = prepare_splits(checked, data_args, model, processor, training_args)
     if data_args.head_num_threads:
         torch.set_num_threads(data_args.head_num_threads)
     trainer = SppSclTrainer(

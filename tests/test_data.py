@@ -48,7 +48,8 @@ def test_clmlf_folder_reads_splits_images_and_mvsa_names(tmp_path):
 
 
 def test_clmlf_valid_json_dataset_image_folder_and_hfm_names(tmp_path):
-    folder = write_clmlf_folder(tmp_path, {"train": clmlf_items([0, 1]), "valid": clmlf_items([1], "v")}, image_folder="dataset_image")
+    # Labels 0 and 1 alone fit HFM and MVSA without its negative class: the folder's name tells them apart.
+    folder = write_clmlf_folder(tmp_path / "hfm", {"train": clmlf_items([0, 1]), "valid": clmlf_items([1], "v")}, image_folder="dataset_image")
     loaded = load_clmlf_folder(folder)
     assert list(loaded.splits) == ["train", "validation"]
     assert loaded.label_names == HFM_LABEL_NAMES
@@ -151,7 +152,7 @@ def test_skip_and_blank_modes_count_and_log(tmp_path, caplog):
 
 
 def test_truncated_jpeg_is_caught_only_when_pixels_are_verified(tmp_path):
-    folder = write_clmlf_folder(tmp_path, {"train": clmlf_items([0, 1])})
+    folder = write_clmlf_folder(tmp_path / "mvsa", {"train": clmlf_items([0, 1])})
     path = folder / "images" / "1.jpg"
     noise = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     PIL.Image.fromarray(noise).save(path, format="JPEG")
@@ -230,7 +231,10 @@ def test_csv_resolves_relative_images_and_maps_string_labels(tmp_path):
         write_jpeg(tmp_path / "data" / "pics" / name)
     train = write_csv(tmp_path / "data" / "train.csv", [["pics/a.jpg", "hello there", "sad"], ["pics/b.jpg", "good day", "happy"]])
     dev = write_csv(tmp_path / "data" / "dev.csv", [["pics/c.jpg", "meh", "calm"]])
-    loaded = load_csv_or_jsonl(train_file=train, validation_file=dev)
+    # Issue 10: the training split fixes the label set; a validation label it lacks is refused, not added.
+    with pytest.raises(ValueError, match=r"dev.csv, line 2 \(id 'validation-0'\): unknown label 'calm'.*--class_names"):
+        load_csv_or_jsonl(train_file=train, validation_file=dev)
+    loaded = load_csv_or_jsonl(train_file=train, validation_file=dev, label_names=["calm", "happy", "sad"])
     assert loaded.label_names == ["calm", "happy", "sad"]
     assert loaded.splits["train"]["label"] == [2, 1] and loaded.splits["validation"]["label"] == [0]
     assert loaded.splits["train"]["image"][0] == str((tmp_path / "data" / "pics" / "a.jpg").resolve())

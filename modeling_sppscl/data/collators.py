@@ -16,6 +16,7 @@ import torch
 from datasets import Dataset
 
 from ..processing_sppscl import SppSclProcessor, load_image
+from .validation import blank_image
 
 
 Row = Mapping[str, Any]
@@ -57,8 +58,8 @@ class ImageTextCollator:
         return text
 
     def blank_image(self) -> PIL.Image.Image:
-        """The black image standing in for a missing one."""
-        return PIL.Image.new("RGB", self.blank_image_size)
+        """The black image standing in for a missing one, at this collator's size."""
+        return blank_image(self.blank_image_size)
 
     def _image(self, row: Row, index: int) -> PIL.Image.Image:
         image = row.get("image")
