@@ -131,6 +131,8 @@ class SppSclTrainer(Trainer):
                 inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
                 loss = loss + inter
         self._record_gate(takes, inter if takes else None)
+        # Accumulated micro-batches average, as the Trainer's own step does: each loss is a batch mean already.
+        loss = loss / self.current_gradient_accumulation_steps
         self.accelerator.backward(loss)
         return loss.detach()
 
