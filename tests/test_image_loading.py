@@ -151,7 +151,8 @@ def test_reduced_size_decodes_small_and_catches_truncation(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, size=(400, 300, 3), dtype=np.uint8)
     jpeg = encoded(PIL.Image.fromarray(noise), "JPEG")
     assert load_image(jpeg).size == (300, 400)
-    assert load_image(jpeg, reduced_size=1).size == (38, 50)  # 1/8 scale by draft mode
+    assert load_image(jpeg, reduced_size=40).size == (75, 100)  # 1/4 scale by draft mode (1/8 would go under 40)
+    assert load_image(jpeg, reduced_size=1).size == (1, 2)
     assert load_image(jpeg, reduced_size=100).size == (150, 200)  # the shorter side stays >= 100
     png = encoded(PIL.Image.fromarray(noise), "PNG")
     assert load_image(png, reduced_size=100).size == (100, 133)  # reduced by the integer factor 3
