@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_sppscl import SppSclConfig, SppSclModel, SppSclProcessor
 from modeling_sppscl.data.collators import ImageTextCollator
@@ -32,6 +31,7 @@ from modeling_sppscl.data.preflight import check_before_training, check_output_d
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
 from modeling_sppscl.hub.model_card import write_model_card
 from modeling_sppscl.reporting.metrics import build_compute_metrics
+from modeling_sppscl.training.checkpoints import last_complete_checkpoint
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 
@@ -213,12 +213,15 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
 
 
 def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:
-    """`--resume_from_checkpoint PATH`, or `--resume_from_checkpoint last` for the newest in the output folder."""
+    """`--resume_from_checkpoint PATH`, or `--resume_from_checkpoint last` for the newest complete one in the
+    output folder (a checkpoint being written when a run was killed is passed over)."""
     if requested != "last":
         return requested
-    checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    checkpoint = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
     if checkpoint is None:
-        raise ValueError(f"--resume_from_checkpoint last: no checkpoint in {output_dir}")
+        raise ValueError(f"--resume_from_checkpoint last: no complete checkpoint-N folder in {output_dir}; "
+                         "train without --resume_from_checkpoint to start afresh")
+    logger.info("Resuming from %s", checkpoint)
     return checkpoint
 
 

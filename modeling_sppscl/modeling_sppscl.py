@@ -226,6 +226,15 @@ class SppSclModel(SppSclPreTrainedModel):
         config = SppSclConfig.from_text_vision_configs(text_model.config, vision_model.config, **kwargs)
         return cls(config, text_model=text_model, vision_model=vision_model)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """Load as `PreTrainedModel` does, then freeze the towers as the config says: loading replaces every
+        parameter by a new one that requires grad, undoing the freezing done in `__init__`."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model._apply_freezing()
+        return loaded
+
     # ----- towers -------------------------------------------------------------------------------------------
     def _tower_context(self, frozen: bool):
         # A trainable tower follows the caller's grad mode: under the caller's no_grad (evaluation, the pipeline)

@@ -14,6 +14,8 @@ from .remote_code_sppscl import PIPELINE_TASK
 
 
 INPUT_KEYS = ("image", "text")
+# Call parameters passed on to `load_image`: limits checked from the image header before decoding.
+IMAGE_LIMITS = ("max_pixels", "max_aspect_ratio")
 IMAGE_TYPES = (PIL.Image.Image, np.ndarray, str, os.PathLike, bytes, bytearray)
 
 
@@ -31,6 +33,8 @@ def _pair_problem(pair: Any) -> str | None:
         return f"'text' must be a string, got {type(text).__name__}"
     if not text.strip():
         return "'text' is empty"
+    if not any(character.isprintable() and not character.isspace() for character in text):
+        return "'text' has only invisible characters (zero-width or control characters), which tokenize to nothing"
     if not isinstance(pair["image"], IMAGE_TYPES):
         return (
             f"'image' must be a PIL image, a path or a uint8 numpy array, got {type(pair['image']).__name__} "
@@ -39,13 +43,14 @@ def _pair_problem(pair: Any) -> str | None:
     return None
 
 
-def checked_pair(pair: Any, index: int) -> dict[str, Any]:
+def checked_pair(pair: Any, index: int, **limits) -> dict[str, Any]:
     """The input `pair` with its image decoded, or a `ValueError` naming the position and the problem; every input
-    of a call is checked so before any inference runs."""
+    of a call is checked so before any inference runs. `limits` (`max_pixels`, `max_aspect_ratio`) go to
+    `load_image`, which refuses an image over them from its header."""
     problem = _pair_problem(pair)
     if problem is None:
         try:
-            return {"image": load_image(pair["image"]), "text": pair["text"]}
+            return {"image": load_image(pair["image"], **limits), "text": pair["text"]}
         except ValueError as error:
             problem = str(error)
     raise ValueError(f"{PIPELINE_TASK} input {index}: {problem}")
@@ -57,7 +62,8 @@ class ImageTextClassificationPipeline(Pipeline):
     Inputs are `{"image": PIL image | path | uint8 numpy array | encoded bytes, "text": str}` or a list of them; each gets a list
     of `{"label", "score"}` (softmax probabilities), best first. `top_k` keeps that many labels (all by default).
     `batch_size` groups pairs into one forward pass: with the paper variant, whose fusion attends across the batch,
-    a pair's scores then depend on its batch-mates.
+    a pair's scores then depend on its batch-mates. `max_pixels` and `max_aspect_ratio` bound the images, checked
+    from their headers before decoding (defaults: those of `load_image`; None lifts a limit).
 
     Example:
 
@@ -76,19 +82,23 @@ class ImageTextClassificationPipeline(Pipeline):
 
     def __call__(self, inputs: dict[str, Any] | list[dict[str, Any]], **kwargs) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Score one pair (a dict) or a list of pairs; bad inputs raise a `ValueError` before any inference."""
+        limits = {name: kwargs.pop(name) for name in IMAGE_LIMITS if name in kwargs}
         if isinstance(inputs, dict):
-            return super().__call__(checked_pair(inputs, 0), **kwargs)
+            return super().__call__(checked_pair(inputs, 0, **limits), **kwargs)
         if not isinstance(inputs, (list, tuple)):
             raise ValueError(
                 f"image-text-classification expects a dict {{'image': ..., 'text': ...}} or a list of them, got {type(inputs).__name__}"
             )
         if not inputs:
             return []
-        return super().__call__([checked_pair(pair, index) for index, pair in enumerate(inputs)], **kwargs)
+        return super().__call__([checked_pair(pair, index, **limits) for index, pair in enumerate(inputs)], **kwargs)
 
     def _sanitize_parameters(self, top_k: int | None = None, **unexpected) -> tuple[dict, dict, dict]:
         if unexpected:
-            raise TypeError(f"image-text-classification got unexpected parameters {sorted(unexpected)} (it takes top_k and batch_size)")
+            raise TypeError(
+                f"image-text-classification got unexpected parameters {sorted(unexpected)} (it takes top_k, batch_size, "
+                f"{' and '.join(IMAGE_LIMITS)})"
+            )
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer or None (all labels), got {top_k!r}")
         return {}, {}, ({"top_k": top_k} if top_k is not None else {})

@@ -8,6 +8,7 @@ from modeling_sppscl import convert_reference_state_dict
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from test_reference_fixture import fixture, paper_config_with_small_towers, reference_model, reference_weights  # noqa: F401
+from test_review_defects import GradientsAtOptimizerStep
 
 
 UPDATE_TOL = 1e-8
@@ -32,7 +33,7 @@ def stack_rows(rows):
     }
 
 
-def run_one_iteration(tensors, labels, tmp_path):
+def run_one_iteration(tensors, labels, tmp_path, callbacks=()):
     model = reference_model(tensors, dropout=0.0)
     args = SppSclTrainingArguments(
         output_dir=str(tmp_path),
@@ -50,7 +51,7 @@ def run_one_iteration(tensors, labels, tmp_path):
         logging_steps=1,
     )
     data = FeatureRows(tensors["inputs.text_hidden_last4"], tensors["inputs.image_feature_map"], labels)
-    trainer = SppSclTrainer(model=model, args=args, train_dataset=data, data_collator=stack_rows)
+    trainer = SppSclTrainer(model=model, args=args, train_dataset=data, data_collator=stack_rows, callbacks=list(callbacks))
     trainer.train()
     return model, trainer
 
@@ -78,7 +79,11 @@ def test_skipped_step_two_moves_nothing_beyond_step_one(fixture, tmp_path):
     """With the gate closed the state after the iteration equals the state after a lone step 1."""
     tensors, scalars = fixture
     assert scalars["train_mixed.gate.skip_inter"]
-    model, trainer = run_one_iteration(tensors, tensors["inputs.labels"], tmp_path)
-    assert all(p.grad is None for p in model.parameters())
+    capture = GradientsAtOptimizerStep()
+    model, trainer = run_one_iteration(tensors, tensors["inputs.labels"], tmp_path, callbacks=[capture])
+    # Read as the Trainer's own (step-2) optimizer step is about to run, before it clears the gradients: step 1's
+    # gradients left in place there would be applied a second time.
+    (at_step_two,) = capture.captured
+    assert at_step_two and all(gradient is None for gradient in at_step_two.values())
     optimizer_state = trainer.optimizer.state
     assert all(state["step"] == 1 for state in optimizer_state.values())

@@ -17,6 +17,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..hub.model_card import is_sppscl_card
 from ..loss_sppscl import gate_counts, gate_takes_inter_step, step_one_objective, step_two_loss
+from .checkpoints import AtomicCheckpointsMixin
 from .distributed import average_in_place, gather_labels, gather_with_grad, sum_counts
 
 
@@ -62,12 +63,13 @@ class SppSclTrainingArguments(TrainingArguments):
             raise ValueError(f"--lr_halving_epochs must be > 0, got {self.lr_halving_epochs}")
 
 
-class SppSclTrainer(Trainer):
+class SppSclTrainer(AtomicCheckpointsMixin, Trainer):
     """Trainer for [`SppSclModel`] with the gated two-step (or one-step) semi-push-pull update.
 
     Logs, besides `loss` (the step-1 objective plus the inter-modal term when taken): `ce_loss`,
     `intra_text_loss`, `intra_image_loss`, `inter_loss` (mean over the steps that took it) and
-    `gate_step2_rate` (share of steps in which the gate allowed the inter-modal step).
+    `gate_step2_rate` (share of steps in which the gate allowed the inter-modal step). Checkpoints are staged and
+    renamed into place when complete (see `checkpoints`).
     """
 
     def __init__(self, *args, **kwargs):
@@ -131,6 +133,8 @@ class SppSclTrainer(Trainer):
                 inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
                 loss = loss + inter
         self._record_gate(takes, inter if takes else None)
+        # Accumulated micro-batches average, as the Trainer's own step does: each loss is a batch mean already.
+        loss = loss / self.current_gradient_accumulation_steps
         self.accelerator.backward(loss)
         return loss.detach()
 
