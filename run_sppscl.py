@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from modeling_sppscl import SppSclConfig, SppSclModel, SppSclProcessor
 from modeling_sppscl.data.collators import ImageTextCollator
 from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
-from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features
+from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features, frozen_towers
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
 from modeling_sppscl.hub.model_card import write_model_card
 from modeling_sppscl.reporting.metrics import build_compute_metrics
@@ -78,7 +78,8 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None)
     max_predict_samples: int | None = field(default=None)
     cache_features: bool | None = field(
-        default=None, metadata={"help": "Train the head from cached tower outputs (default: on when both towers are frozen)."}
+        default=None, metadata={"help": "Cache the frozen towers' outputs (default: on when a tower is frozen; with one tower "
+                                 "trainable, only the frozen one is cached and the other runs on raw inputs)."}
     )
     feature_cache_dir: str | None = field(default=None, metadata={"help": "Feature cache folder (default: <output_dir>/feature_cache)."})
     feature_cache_dtype: str = field(default="float32", metadata={"help": "'float32' or 'float16' storage of cached features."})
@@ -182,18 +183,22 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
     """Limit the splits and, when the towers are frozen and caching is on, replace them by their cached features."""
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
     splits = {name: limit(splits[name], limits[name]) for name in limits if name in splits}
-    frozen = model.config.freeze_text_model and model.config.freeze_vision_model
-    use_cache = frozen if data_args.cache_features is None else data_args.cache_features
+    # A frozen tower's outputs are cached; a trainable one runs on raw inputs at every step (one-tower cache).
+    towers = frozen_towers(model)
+    use_cache = bool(towers) if data_args.cache_features is None else data_args.cache_features
+    raw_inputs = ImageTextCollator(processor)
     if not use_cache:
-        return splits, ImageTextCollator(processor)
+        return splits, raw_inputs
+    if not towers:
+        raise ValueError("--cache_features true needs a frozen tower (--freeze_text_model or --freeze_vision_model)")
     cache_dir = data_args.feature_cache_dir or str(Path(training_args.output_dir) / "feature_cache")
     with training_args.main_process_first(desc="feature extraction"):
         cached = {
             name: extract_features(model, processor, dataset, cache_dir=cache_dir, batch_size=training_args.per_device_eval_batch_size,
-                                   storage_dtype=data_args.feature_cache_dtype)
+                                   storage_dtype=data_args.feature_cache_dtype, towers=towers)
             for name, dataset in splits.items()
         }
-    return cached, CachedFeatureCollator()
+    return cached, CachedFeatureCollator(raw_inputs=raw_inputs if len(towers) == 1 else None)
 
 
 def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 from datasets import Array3D, Dataset, Features, List, Value
 from torch import nn
 
 from ..modeling_sppscl import SppSclModel
 from ..processing_sppscl import SppSclProcessor
-from .collators import ImageTextCollator, Row, labels_tensor, row_name
+from .cached_collator import CachedFeatureCollator
+from .collators import ImageTextCollator
 
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = 1
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 FEATURES_FILE = "features.arrow"
+TOWERS = ("text", "vision")
+# The raw column each tower reads: a one-tower cache keeps the one of the tower that is not cached.
+RAW_COLUMNS = {"text": "text", "vision": "image"}
 # Written last: a folder without it is an interrupted extraction and is redone.
 MANIFEST_FILE = "fingerprint.json"
 
@@ -87,22 +90,32 @@ def processor_settings(processor: SppSclProcessor) -> dict[str, Any]:
 
 
 def cache_fingerprint_parts(
-    model: SppSclModel, processor: SppSclProcessor, dataset: Dataset, storage_dtype: str, blank_image_size: tuple[int, int]
+    model: SppSclModel,
+    processor: SppSclProcessor,
+    dataset: Dataset,
+    storage_dtype: str,
+    blank_image_size: tuple[int, int],
+    towers: tuple[str, ...] = TOWERS,
 ) -> dict[str, str]:
-    """Digest of each input the cache depends on (written next to the cache, to tell what changed)."""
+    """Digest of each input the cache depends on (written next to the cache, to tell what changed). A one-tower
+    cache does not depend on the other tower, whose weights change as it trains."""
     config = model.config
-    return {
+    parts = {
         "format_version": str(CACHE_FORMAT_VERSION),
-        "text_config": _digest_json(config.text_config.to_dict()),
-        "vision_config": _digest_json(config.vision_config.to_dict()),
-        "text_weights": weights_digest(model.text_model),
-        "vision_weights": weights_digest(model.vision_model),
+        "cached_towers": ",".join(towers),
         "processor": _digest_json(processor_settings(processor)),
-        "head_inputs": _digest_json({"num_text_layers": config.num_text_layers, "text_pooling": config.text_pooling}),
         "storage_dtype": storage_dtype,
         "blank_image_size": _digest_json(list(blank_image_size)),
         "dataset": dataset._fingerprint,
     }
+    if "text" in towers:
+        parts["text_config"] = _digest_json(config.text_config.to_dict())
+        parts["text_weights"] = weights_digest(model.text_model)
+        parts["head_inputs"] = _digest_json({"num_text_layers": config.num_text_layers, "text_pooling": config.text_pooling})
+    if "vision" in towers:
+        parts["vision_config"] = _digest_json(config.vision_config.to_dict())
+        parts["vision_weights"] = weights_digest(model.vision_model)
+    return parts
 
 
 def cache_fingerprint(parts: dict[str, str]) -> str:
@@ -111,16 +124,27 @@ def cache_fingerprint(parts: dict[str, str]) -> str:
 
 
 # ----- checks -------------------------------------------------------------------------------------------------
-def _check_towers_frozen(model: SppSclModel) -> None:
-    for name, tower, frozen in (
-        ("text", model.text_model, model.config.freeze_text_model),
-        ("vision", model.vision_model, model.config.freeze_vision_model),
-    ):
-        if not frozen or any(param.requires_grad for param in tower.parameters()):
+def frozen_towers(model: SppSclModel) -> tuple[str, ...]:
+    """The towers whose outputs can be cached: frozen in the config and without a trainable parameter."""
+    modules = {"text": model.text_model, "vision": model.vision_model}
+    flags = {"text": model.config.freeze_text_model, "vision": model.config.freeze_vision_model}
+    return tuple(name for name in TOWERS if flags[name] and not any(p.requires_grad for p in modules[name].parameters()))
+
+
+def _check_towers(model: SppSclModel, towers: tuple[str, ...]) -> None:
+    if not towers or any(name not in TOWERS for name in towers) or len(set(towers)) != len(towers):
+        raise ValueError(f"towers must name one or both of {TOWERS}, got {towers!r}")
+    frozen = frozen_towers(model)
+    for name in towers:
+        if name not in frozen:
             raise ValueError(
                 f"The {name} tower is trainable: its outputs change during training, so they cannot be cached. "
-                f"Freeze it (freeze_{name}_model=True) or train from raw inputs with ImageTextCollator."
+                f"Freeze it (freeze_{name}_model=True), cache only the frozen tower (towers={frozen!r}), or train "
+                f"from raw inputs with ImageTextCollator."
             )
+
+
+def _warn_train_mode_towers(model: SppSclModel) -> None:
     if model.config.frozen_towers_follow_train_mode:
         warnings.warn(
             "frozen_towers_follow_train_mode=True (paper variant): training runs the frozen towers in train mode "
@@ -146,23 +170,25 @@ def _feature_map_shape(model: SppSclModel, collator: ImageTextCollator) -> tuple
     return tuple(model.vision_tower_features(pixels.to(model.device)).shape[1:])
 
 
-def cache_features(storage_dtype: str, feature_map_shape: tuple[int, int, int], padded: bool) -> Features:
-    """Arrow schema of the cache's rows."""
-    columns = {
-        "id": Value("string"),
-        "label": Value("int64"),
-        "length": Value("int32"),
-        "text_shape": List(Value("int32"), length=3),
-        "text_hidden_states": List(Value(storage_dtype)),
-        "image_features": Array3D(feature_map_shape, storage_dtype),
-    }
-    if padded:
-        columns["attention_mask"] = List(Value("int8"))
-    return Features(columns)
+def cache_features(
+    storage_dtype: str, feature_map_shape: tuple[int, int, int] | None, padded: bool, raw: Features | None = None
+) -> Features:
+    """Arrow schema of the cache's rows: the text tower's columns unless the text is kept `raw`, `image_features`
+    when `feature_map_shape` is given, and the `raw` columns kept for the tower that is not cached."""
+    raw = raw or Features()
+    columns = {"id": Value("string"), "label": Value("int64"), "length": Value("int32")}
+    if "text" not in raw:
+        columns["text_shape"] = List(Value("int32"), length=3)
+        columns["text_hidden_states"] = List(Value(storage_dtype))
+        if padded:
+            columns["attention_mask"] = List(Value("int8"))
+    if feature_map_shape is not None:
+        columns["image_features"] = Array3D(feature_map_shape, storage_dtype)
+    return Features({**columns, **raw})
 
 
-def _check_finite(hidden: torch.Tensor, images: torch.Tensor, rows: list[dict[str, Any]], storage: torch.dtype) -> None:
-    bad = ~(hidden.isfinite().flatten(1).all(dim=1) & images.isfinite().flatten(1).all(dim=1))
+def _check_finite(features: torch.Tensor, rows: list[dict[str, Any]], storage: torch.dtype) -> None:
+    bad = ~features.isfinite().flatten(1).all(dim=1)
     if bad.any():
         ids = [str(row.get("id")) for row, is_bad in zip(rows, bad.tolist()) if is_bad]
         hint = " (beyond float16's range: use storage_dtype='float32')" if storage == torch.float16 else ""
@@ -173,89 +199,41 @@ def _rows(batch: dict[str, list]) -> list[dict[str, Any]]:
     return [dict(zip(batch, values)) for values in zip(*batch.values())]
 
 
+def _text_columns(model: SppSclModel, text_inputs: dict[str, torch.Tensor], rows, storage: torch.dtype, padded: bool) -> dict[str, list]:
+    inputs = {name: tensor.to(model.device) for name, tensor in text_inputs.items()}
+    hidden = model.text_tower_hidden_states(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+    mask = text_inputs["attention_mask"]
+    hidden = hidden.to("cpu", storage).transpose(0, 1).contiguous()  # [B, k, L, H]
+    _check_finite(hidden, rows, storage)
+    texts = [sample if padded else sample[:, sample_mask.bool()] for sample, sample_mask in zip(hidden, mask)]
+    columns = {
+        "text_shape": [list(text.shape) for text in texts],
+        "text_hidden_states": [text.reshape(-1).numpy() for text in texts],
+    }
+    if padded:
+        columns["attention_mask"] = list(mask.to(torch.int8).numpy())
+    return columns
+
+
 def _extract_batch(
-    model: SppSclModel, collator: ImageTextCollator, storage: torch.dtype, padded: bool, batch: dict[str, list]
+    model: SppSclModel, collator: ImageTextCollator, storage: torch.dtype, padded: bool, towers, batch: dict[str, list]
 ) -> dict[str, list]:
     rows = _rows(batch)
-    inputs = {name: tensor.to(model.device) for name, tensor in collator(rows).items()}
-    hidden = model.text_tower_hidden_states(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
-    mask = inputs["attention_mask"].cpu()
-    hidden = hidden.to("cpu", storage).transpose(0, 1).contiguous()  # [B, k, L, H]
-    images = model.vision_tower_features(inputs["pixel_values"]).to("cpu", storage)
-    _check_finite(hidden, images, rows, storage)
-    texts = [sample if padded else sample[:, sample_mask.bool()] for sample, sample_mask in zip(hidden, mask)]
+    # The token count is kept for every cache: grouping by length needs it, also when the text stays raw.
+    text_inputs = collator.text_inputs(rows)
     output = {
         "id": [str(row.get("id", "")) for row in rows],
         "label": [row.get("label") for row in rows],
-        "length": mask.sum(dim=1).tolist(),
-        "text_shape": [list(text.shape) for text in texts],
-        "text_hidden_states": [text.reshape(-1).numpy() for text in texts],
-        "image_features": list(images.numpy()),
+        "length": text_inputs["attention_mask"].sum(dim=1).tolist(),
     }
-    if padded:
-        output["attention_mask"] = list(mask.to(torch.int8).numpy())
+    if "text" in towers:
+        output.update(_text_columns(model, text_inputs, rows, storage, padded))
+    if "vision" in towers:
+        pixels = collator.image_inputs(rows)["pixel_values"].to(model.device)
+        images = model.vision_tower_features(pixels).to("cpu", storage)
+        _check_finite(images, rows, storage)
+        output["image_features"] = list(images.numpy())
     return output
-
-
-class CachedFeatureCollator:
-    """Stacks rows of the frozen-tower feature cache (see `extract_features`) into a head-only batch.
-
-    Each row holds `text_hidden_states` (flat, `text_shape` = `[k, n, H]`), optionally `attention_mask` (`[n]`,
-    stored in the paper variant where the `n` positions include padding), `image_features` (`[C, h, w]`) and
-    `label`. Texts are padded with zeros to the longest of the batch, or to `pad_to` positions. The padded
-    positions are masked out in the default variant, so their values change nothing; the paper variant's cache
-    already holds every text at its fixed padded length, so nothing is padded there.
-
-    Returns `text_hidden_states` `[k, B, L, H]`, `attention_mask` `[B, L]`, `image_features` `[B, C, h, w]`
-    (float32) and, when the rows have labels, `labels`.
-    """
-
-    def __init__(self, pad_to: int | None = None):
-        if pad_to is not None and pad_to < 3:
-            raise ValueError(f"CachedFeatureCollator.pad_to must be >= 3 (summary token, text, separator), got {pad_to}")
-        self.pad_to = pad_to
-
-    def _padded_length(self, rows: Sequence[Row], shapes: list[tuple[int, int, int]]) -> int:
-        longest = max(shape[1] for shape in shapes)
-        if self.pad_to is None:
-            return longest
-        if longest > self.pad_to:
-            index = next(i for i, shape in enumerate(shapes) if shape[1] == longest)
-            raise ValueError(f"{row_name(rows[index], index)} has {longest} text positions, more than pad_to={self.pad_to}")
-        return self.pad_to
-
-    @staticmethod
-    def _row_mask(row: Row, positions: int) -> torch.Tensor:
-        mask = row.get("attention_mask")
-        if mask is None:
-            return torch.ones(positions, dtype=torch.long)
-        return torch.as_tensor(np.asarray(mask), dtype=torch.long)
-
-    def __call__(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
-        shapes = [tuple(int(size) for size in row["text_shape"]) for row in rows]
-        if len({(k, h) for k, _, h in shapes}) != 1:
-            raise ValueError(f"The rows of one batch have different text layers or widths: {sorted(set(shapes))}")
-        num_layers, _, hidden_size = shapes[0]
-        length = self._padded_length(rows, shapes)
-        hidden = torch.zeros(num_layers, len(rows), length, hidden_size)
-        attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
-        with warnings.catch_warnings():
-            # The cache's arrays are read-only memory maps; they are only read, so torch's warning does not apply.
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            for index, (row, shape) in enumerate(zip(rows, shapes)):
-                # Stored half-precision features are upcast here: torch converts far faster than numpy does.
-                hidden[:, index, : shape[1]] = torch.as_tensor(np.asarray(row["text_hidden_states"])).view(shape)
-                attention_mask[index, : shape[1]] = self._row_mask(row, shape[1])
-            image_features = torch.as_tensor(np.stack([np.asarray(row["image_features"]) for row in rows])).float()
-        batch = {
-            "text_hidden_states": hidden,
-            "attention_mask": attention_mask,
-            "image_features": image_features,
-        }
-        labels = labels_tensor(rows)
-        if labels is not None:
-            batch["labels"] = labels
-        return batch
 
 
 def load_feature_cache(folder: str | Path) -> Dataset:
@@ -277,36 +255,42 @@ def extract_features(
     batch_size: int = 32,
     storage_dtype: str = "float32",
     blank_image_size: tuple[int, int] = (224, 224),
+    towers: Sequence[str] = TOWERS,
 ) -> Dataset:
-    """Run both frozen towers once over `dataset` (`id`, `text`, `image`, `label` rows) and cache their outputs.
+    """Run the frozen towers once over `dataset` (`id`, `text`, `image`, `label` rows) and cache their outputs.
 
     Args:
-        model: an [`SppSclModel`] whose towers are frozen (a trainable tower raises `ValueError`).
+        model: an [`SppSclModel`] whose cached towers are frozen (a trainable one raises `ValueError`).
         processor: the processor training would use (its padding must match the model's `text_pooling`).
         dataset: the rows; a missing image (None) becomes a black image of `blank_image_size`.
         cache_dir: parent folder of the caches (default: the datasets cache, `.../sppscl_features`).
         batch_size: samples per tower forward.
         storage_dtype: `"float32"` (exact) or `"float16"` (half the disk; see docs/PERFORMANCE.md).
         blank_image_size: (width, height) of the image standing in for a missing one.
+        towers: the towers to cache, `("text", "vision")` or one of them (see `frozen_towers`): a one-tower cache
+            keeps the other modality's raw column (`text` or `image`) for the tower that trains.
 
     Returns:
-        A memory-mapped `datasets.Dataset` with `id`, `label`, `length` (real tokens, for grouping by length),
-        `text_shape`, `text_hidden_states`, `image_features` (and `attention_mask` for `padded_mean`), read
-        from `cache_dir/<fingerprint>/` when the same towers, processor, settings and dataset were seen before.
+        A memory-mapped `datasets.Dataset` with `id`, `label`, `length` (real tokens, for grouping by length) and
+        the cached towers' columns: `text_shape`, `text_hidden_states` (and `attention_mask` for `padded_mean`);
+        `image_features`. Read from `cache_dir/<fingerprint>/` when the same towers, processor, settings and
+        dataset were seen before. [`CachedFeatureCollator`] batches it.
     """
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {tuple(STORAGE_DTYPES)}, got {storage_dtype!r}")
     if len(dataset) == 0:
         raise ValueError("extract_features got an empty dataset")
-    _check_towers_frozen(model)
+    _check_towers(model, tuple(towers))
+    towers = tuple(name for name in TOWERS if name in towers)
     _check_processor_padding(model, processor)
-    parts = cache_fingerprint_parts(model, processor, dataset, storage_dtype, tuple(blank_image_size))
+    _warn_train_mode_towers(model)
+    parts = cache_fingerprint_parts(model, processor, dataset, storage_dtype, tuple(blank_image_size), towers)
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / cache_fingerprint(parts)
     if (folder / MANIFEST_FILE).is_file():
         logger.info("reusing cache %s", folder)
         return load_feature_cache(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_features(model, processor, dataset, folder, batch_size, storage_dtype, tuple(blank_image_size))
+    _write_features(model, processor, dataset, folder, batch_size, storage_dtype, tuple(blank_image_size), towers)
     (folder / MANIFEST_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True) + "\n")
     logger.info("wrote cache %s", folder)
     return load_feature_cache(folder)
@@ -320,21 +304,27 @@ def _write_features(
     batch_size: int,
     storage_dtype: str,
     blank_image_size: tuple[int, int],
+    towers: tuple[str, ...],
 ) -> None:
     collator = ImageTextCollator(processor, blank_image_size=blank_image_size)
     padded = model.config.text_pooling == "padded_mean"
+    kept = [RAW_COLUMNS[name] for name in TOWERS if name not in towers]
+    missing = [column for column in kept if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"A one-tower cache keeps the other tower's raw column, but the dataset has no {missing} column")
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            features = cache_features(storage_dtype, _feature_map_shape(model, collator), padded)
+            shape = _feature_map_shape(model, collator) if "vision" in towers else None
+            features = cache_features(storage_dtype, shape, padded, Features({c: dataset.features[c] for c in kept}))
             dataset.map(
-                lambda batch: _extract_batch(model, collator, STORAGE_DTYPES[storage_dtype], padded, batch),
+                lambda batch: _extract_batch(model, collator, STORAGE_DTYPES[storage_dtype], padded, towers, batch),
                 batched=True,
                 batch_size=batch_size,
                 # Rows are large (up to 2.5 MB in the paper variant): flush every batch instead of every 1000 rows.
                 writer_batch_size=batch_size,
-                remove_columns=dataset.column_names,
+                remove_columns=[column for column in dataset.column_names if column not in kept],
                 features=features,
                 cache_file_name=str(folder / FEATURES_FILE),
                 new_fingerprint=folder.name,
@@ -347,6 +337,8 @@ def _write_features(
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
+    "TOWERS",
+    "frozen_towers",
     "CachedFeatureCollator",
     "STORAGE_DTYPES",
     "cache_features",
