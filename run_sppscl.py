@@ -83,6 +83,10 @@ class DataArguments:
     )
     feature_cache_dir: str | None = field(default=None, metadata={"help": "Feature cache folder (default: <output_dir>/feature_cache)."})
     feature_cache_dtype: str = field(default="float32", metadata={"help": "'float32' or 'float16' storage of cached features."})
+    feature_extraction_precision: str = field(
+        default="auto", metadata={"help": "Autocast dtype of the towers during extraction: 'auto' (bfloat16 on CUDA, float16 "
+                                  "without bfloat16, float32 on CPU), 'float32', 'bfloat16' or 'float16'."}
+    )
     plot: bool = field(default=False, metadata={"help": "Write t-SNE, confusion-matrix and training-curve PNGs."})
     head_num_threads: int | None = field(
         default=None,
@@ -194,8 +198,11 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
     cache_dir = data_args.feature_cache_dir or str(Path(training_args.output_dir) / "feature_cache")
     with training_args.main_process_first(desc="feature extraction"):
         cached = {
+            # On the device training will use (this process's accelerator), not wherever the model was loaded.
             name: extract_features(model, processor, dataset, cache_dir=cache_dir, batch_size=training_args.per_device_eval_batch_size,
-                                   storage_dtype=data_args.feature_cache_dtype, towers=towers)
+                                   storage_dtype=data_args.feature_cache_dtype, towers=towers, device=training_args.device,
+                                   precision=data_args.feature_extraction_precision,
+                                   num_workers=training_args.dataloader_num_workers or None)
             for name, dataset in splits.items()
         }
     return cached, CachedFeatureCollator(raw_inputs=raw_inputs if len(towers) == 1 else None)
