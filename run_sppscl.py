@@ -27,6 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from modeling_sppscl import SppSclConfig, SppSclModel, SppSclProcessor
 from modeling_sppscl.data.collators import ImageTextCollator
 from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
+from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeatureCache, fits_on_device
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features, frozen_towers
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
 from modeling_sppscl.hub.model_card import write_model_card
@@ -86,6 +87,10 @@ class DataArguments:
     feature_extraction_precision: str = field(
         default="auto", metadata={"help": "Autocast dtype of the towers during extraction: 'auto' (bfloat16 on CUDA, float16 "
                                   "without bfloat16, float32 on CPU), 'float32', 'bfloat16' or 'float16'."}
+    )
+    feature_cache_on_device: str = field(
+        default="auto", metadata={"help": "Hold the cached features in accelerator memory and train the head from index "
+                                  "selections there: 'auto' (on CUDA when they fit in half the free memory), 'true', 'false'."}
     )
     plot: bool = field(default=False, metadata={"help": "Write t-SNE, confusion-matrix and training-curve PNGs."})
     head_num_threads: int | None = field(
@@ -205,7 +210,20 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
                                    num_workers=training_args.dataloader_num_workers or None)
             for name, dataset in splits.items()
         }
-    return cached, CachedFeatureCollator(raw_inputs=raw_inputs if len(towers) == 1 else None)
+    if len(towers) == 1:
+        return cached, CachedFeatureCollator(raw_inputs=raw_inputs)
+    if not cache_on_device(data_args.feature_cache_on_device, list(cached.values()), training_args.device):
+        return cached, CachedFeatureCollator()
+    on_device = {name: DeviceFeatureCache(cache, training_args.device) for name, cache in cached.items()}
+    logger.info("feature cache held on %s", training_args.device)
+    return {name: cache.index_dataset() for name, cache in on_device.items()}, DeviceCacheCollator(list(on_device.values()))
+
+
+def cache_on_device(option: str, caches: list, device) -> bool:
+    """--feature_cache_on_device: 'true', 'false', or 'auto' (when the features fit in accelerator memory)."""
+    if option not in ("auto", "true", "false"):
+        raise ValueError(f"--feature_cache_on_device must be 'auto', 'true' or 'false', got {option!r}")
+    return option == "true" or (option == "auto" and fits_on_device(caches, device))
 
 
 def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:

@@ -15,6 +15,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainingArguments
 
+from ..data.device_cache import select_device_batch
 from ..hub.model_card import is_sppscl_card
 from ..loss_sppscl import gate_counts, gate_takes_inter_step, step_one_objective, step_two_loss
 from .distributed import average_in_place, gather_labels, gather_with_grad, sum_counts
@@ -113,6 +114,10 @@ class SppSclTrainer(Trainer):
         if model.training:
             self._record({name: outputs[name] for name in ("ce_loss", "intra_text_loss", "intra_image_loss")})
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _prepare_inputs(self, inputs):
+        # A device-resident feature cache's batches hold indices: its features are selected on the device here.
+        return super()._prepare_inputs(select_device_batch(inputs))
 
     # ----- the update ---------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
