@@ -21,7 +21,7 @@ from modeling_sppscl.data.feature_cache import MANIFEST_FILE, STAGING_PREFIX, ex
 from modeling_sppscl.training.trainer import SppSclTrainingArguments
 
 from conftest import tiny_model, tiny_processor
-from test_feature_cache import make_rows
+from test_feature_cache import make_rows, one_thread  # noqa: F401 (autouse: one torch thread)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,14 +29,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def cache_name(model, processor, rows, cache_dir, **kwargs) -> str:
     return Path(extract_features(model, processor, rows, cache_dir=cache_dir, **kwargs).cache_files[0]["filename"]).parent.name
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----- fingerprint of the content -----------------------------------------------------------------------------

@@ -14,18 +14,10 @@ from modeling_sppscl.data.feature_cache import extract_features
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from conftest import tiny_model, tiny_processor
-from test_feature_cache import make_rows
+from test_feature_cache import make_rows, one_thread  # noqa: F401 (autouse: one torch thread)
 
 
 TOL = 1e-6
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def host_cache(variant, tmp_path, count=12, storage_dtype="float32"):

@@ -13,7 +13,7 @@ from modeling_sppscl.data.feature_cache import extract_features, frozen_towers
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from conftest import tiny_bert_config, tiny_model, tiny_processor
-from test_feature_cache import EXACT_TOL, make_rows
+from test_feature_cache import EXACT_TOL, make_rows, one_thread  # noqa: F401 (autouse: one torch thread)
 
 
 # The tower that trains in each case, and the one that is cached.
@@ -34,14 +34,6 @@ def loss_and_gradients(model, batch):
     loss = model(**batch).loss
     loss.backward()
     return loss.detach(), {name: param.grad for name, param in model.named_parameters() if param.requires_grad}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("variant", ["default", "paper"])
