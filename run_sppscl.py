@@ -26,7 +26,8 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcesso
 from modeling_sppscl import SppSclConfig, SppSclModel, SppSclProcessor
 from modeling_sppscl.data.collators import ImageTextCollator
 from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
-from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features
+from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeatureCache, fits_on_device
+from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features, frozen_towers
 from modeling_sppscl.data.preflight import check_before_training, check_output_dir
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
 from modeling_sppscl.hub.model_card import write_model_card
@@ -82,10 +83,19 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None)
     max_predict_samples: int | None = field(default=None)
     cache_features: bool | None = field(
-        default=None, metadata={"help": "Train the head from cached tower outputs (default: on when both towers are frozen)."}
+        default=None, metadata={"help": "Cache the frozen towers' outputs (default: on when a tower is frozen; with one tower "
+                                 "trainable, only the frozen one is cached and the other runs on raw inputs)."}
     )
     feature_cache_dir: str | None = field(default=None, metadata={"help": "Feature cache folder (default: <output_dir>/feature_cache)."})
     feature_cache_dtype: str = field(default="float32", metadata={"help": "'float32' or 'float16' storage of cached features."})
+    feature_extraction_precision: str = field(
+        default="auto", metadata={"help": "Autocast dtype of the towers during extraction: 'auto' (bfloat16 on CUDA, float16 "
+                                  "without bfloat16, float32 on CPU), 'float32', 'bfloat16' or 'float16'."}
+    )
+    feature_cache_on_device: str = field(
+        default="auto", metadata={"help": "Hold the cached features in accelerator memory and train the head from index "
+                                  "selections there: 'auto' (on CUDA when they fit in half the free memory), 'true', 'false'."}
+    )
     plot: bool = field(default=False, metadata={"help": "Write t-SNE, confusion-matrix and training-curve PNGs."})
     head_num_threads: int | None = field(
         default=None,
@@ -198,18 +208,38 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
     """Limit the splits and, when the towers are frozen and caching is on, replace them by their cached features."""
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
     splits = {name: limit(splits[name], limits[name]) for name in limits if name in splits}
-    frozen = model.config.freeze_text_model and model.config.freeze_vision_model
-    use_cache = frozen if data_args.cache_features is None else data_args.cache_features
+    # A frozen tower's outputs are cached; a trainable one runs on raw inputs at every step (one-tower cache).
+    towers = frozen_towers(model)
+    use_cache = bool(towers) if data_args.cache_features is None else data_args.cache_features
+    raw_inputs = ImageTextCollator(processor)
     if not use_cache:
-        return splits, ImageTextCollator(processor)
+        return splits, raw_inputs
+    if not towers:
+        raise ValueError("--cache_features true needs a frozen tower (--freeze_text_model or --freeze_vision_model)")
     cache_dir = data_args.feature_cache_dir or str(Path(training_args.output_dir) / "feature_cache")
     with training_args.main_process_first(desc="feature extraction"):
         cached = {
+            # On the device training will use (this process's accelerator), not wherever the model was loaded.
             name: extract_features(model, processor, dataset, cache_dir=cache_dir, batch_size=training_args.per_device_eval_batch_size,
-                                   storage_dtype=data_args.feature_cache_dtype)
+                                   storage_dtype=data_args.feature_cache_dtype, towers=towers, device=training_args.device,
+                                   precision=data_args.feature_extraction_precision,
+                                   num_workers=training_args.dataloader_num_workers or None)
             for name, dataset in splits.items()
         }
-    return cached, CachedFeatureCollator()
+    if len(towers) == 1:
+        return cached, CachedFeatureCollator(raw_inputs=raw_inputs)
+    if not cache_on_device(data_args.feature_cache_on_device, list(cached.values()), training_args.device):
+        return cached, CachedFeatureCollator()
+    on_device = {name: DeviceFeatureCache(cache, training_args.device) for name, cache in cached.items()}
+    logger.info("feature cache held on %s", training_args.device)
+    return {name: cache.index_dataset() for name, cache in on_device.items()}, DeviceCacheCollator(list(on_device.values()))
+
+
+def cache_on_device(option: str, caches: list, device) -> bool:
+    """--feature_cache_on_device: 'true', 'false', or 'auto' (when the features fit in accelerator memory)."""
+    if option not in ("auto", "true", "false"):
+        raise ValueError(f"--feature_cache_on_device must be 'auto', 'true' or 'false', got {option!r}")
+    return option == "true" or (option == "auto" and fits_on_device(caches, device))
 
 
 def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:

@@ -68,11 +68,18 @@ class ImageTextCollator:
         source = image if isinstance(image, str) else type(image).__name__
         return load_image(image, name=f"{row_name(row, index)} ({source})")
 
-    def __call__(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
+    def text_inputs(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
+        """`input_ids`, `attention_mask` (and `token_type_ids`) of the rows' texts."""
         texts = [self._text(row, index) for index, row in enumerate(rows)]
+        return dict(self.processor.tokenize(texts, return_tensors="pt"))
+
+    def image_inputs(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
+        """`pixel_values` of the rows' images."""
         images = [self._image(row, index) for index, row in enumerate(rows)]
-        batch = dict(self.processor.tokenize(texts, return_tensors="pt"))
-        batch["pixel_values"] = self.processor.preprocess_images(images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": self.processor.preprocess_images(images, return_tensors="pt")["pixel_values"]}
+
+    def __call__(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
+        batch = {**self.text_inputs(rows), **self.image_inputs(rows)}
         labels = labels_tensor(rows)
         if labels is not None:
             batch["labels"] = labels

@@ -1,9 +1,11 @@
-"""Cache of the frozen towers' outputs, so that training runs the SPP-SCL head alone.
+"""Cache of the frozen towers' outputs, so that training runs the SPP-SCL head (and any trainable tower) alone.
 
-With both towers frozen (and in eval mode), what they return for a sample never changes during training, yet the
-paper's code recomputes it twice per batch in every epoch. [`extract_features`] runs the towers once over a
+With a tower frozen (and in eval mode), what it returns for a sample never changes during training, yet the
+paper's code recomputes it twice per batch in every epoch. [`extract_features`] runs the frozen towers once over a
 dataset and stores their outputs on disk as a `datasets.Dataset`; [`CachedFeatureCollator`] turns its rows into
-batches that [`SppSclModel`] takes through `text_hidden_states=` / `image_features=`.
+batches that [`SppSclModel`] takes through `text_hidden_states=` / `image_features=`. With one tower trainable
+(fine-tuning the text tower next to a frozen vision tower, say), only the frozen tower is cached and the rows keep
+the other modality's raw column, which the collator turns into that tower's inputs at every step.
 
 Storage (one Arrow file per cache, memory-mapped when read): `text_hidden_states` is a flat list holding the
 `[k, n, H]` array given by `text_shape` (a flat list reads about twice as fast as a dynamic `Array3D` and keeps the
@@ -11,116 +13,66 @@ Storage (one Arrow file per cache, memory-mapped when read): `text_hidden_states
 tokens are kept (the summary token and the separator included); with `"padded_mean"` (paper) the whole padded text
 and its `attention_mask` are kept, since the head averages over the padding's features too.
 
-The cache folder is `cache_dir/<fingerprint>/`: the fingerprint hashes both towers' configs and weights, the
-processor's settings, the head settings that choose what is stored, the storage dtype and the dataset's own
-fingerprint, so a changed input never reuses a stale cache. Image files are identified by their paths (as in the
-dataset's fingerprint): replacing an image file in place is not detected.
+The cache folder is `cache_dir/<fingerprint>/` (see `fingerprint.py`: the cached towers' configs and weights, the
+processor, the head settings that choose what is stored, storage dtype, extraction precision and the rows'
+content, image bytes included). It is written under a staging name and renamed when complete, so a folder with
+the fingerprint's name is always a finished cache; staging folders left by a killed extraction are never read and
+are removed by the next extraction on the same machine.
 """
 
-import hashlib
 import json
 import logging
+import os
+import shutil
+import socket
+import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import datasets
-import numpy as np
 import torch
-from datasets import Array3D, Dataset, Features, List, Value
-from torch import nn
+from accelerate import PartialState
+from datasets import Dataset
 
 from ..modeling_sppscl import SppSclModel
 from ..processing_sppscl import SppSclProcessor
-from .collators import ImageTextCollator, Row, labels_tensor, row_name
+from .cached_collator import CachedFeatureCollator
+from .collators import ImageTextCollator
+from .extraction import STORAGE_DTYPES, TOWERS, cache_features, default_num_workers, resolve_precision, write_features
+from .fingerprint import CACHE_FORMAT_VERSION, cache_fingerprint, cache_fingerprint_parts, processor_settings, weights_digest
 
 
 logger = logging.getLogger(__name__)
 
-# Bump when the stored layout changes, so that caches written by an older layout are not read.
-CACHE_FORMAT_VERSION = 1
-STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 FEATURES_FILE = "features.arrow"
-# Written last: a folder without it is an interrupted extraction and is redone.
 MANIFEST_FILE = "fingerprint.json"
-
-
-# ----- fingerprint --------------------------------------------------------------------------------------------
-def _digest_json(value: Any) -> str:
-    return hashlib.blake2b(json.dumps(value, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
-
-
-def weights_digest(module: nn.Module) -> str:
-    """Hash of every tensor of `module.state_dict()` (names, dtypes, shapes and bytes; buffers included).
-
-    blake2b reads about 1.4 GB/s here: 0.4 s for BERT-base + ResNet-50 (532 MB in float32).
-    """
-    hasher = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().to("cpu").contiguous()
-        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        hasher.update(tensor.view(-1).view(torch.uint8).numpy().data)
-    return hasher.hexdigest()
-
-
-def _tokenizer_settings(tokenizer) -> dict[str, Any]:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        # A fast tokenizer's JSON holds its vocabulary, normalizer and special-token template at once; its
-        # `truncation` and `padding` entries only echo the last call's arguments, so they are left out.
-        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
-    else:
-        definition = sorted(tokenizer.get_vocab().items())
-    return {
-        "class": type(tokenizer).__name__,
-        "definition": _digest_json(definition),
-        "init_kwargs": _digest_json(tokenizer.init_kwargs),
-        "padding_side": tokenizer.padding_side,
-        "truncation_side": tokenizer.truncation_side,
-    }
-
-
-def processor_settings(processor: SppSclProcessor) -> dict[str, Any]:
-    """Everything of the processor that changes what the towers see (image processor, tokenizer, padding)."""
-    return {"processor": processor.to_dict(), "tokenizer": _tokenizer_settings(processor.tokenizer)}
-
-
-def cache_fingerprint_parts(
-    model: SppSclModel, processor: SppSclProcessor, dataset: Dataset, storage_dtype: str, blank_image_size: tuple[int, int]
-) -> dict[str, str]:
-    """Digest of each input the cache depends on (written next to the cache, to tell what changed)."""
-    config = model.config
-    return {
-        "format_version": str(CACHE_FORMAT_VERSION),
-        "text_config": _digest_json(config.text_config.to_dict()),
-        "vision_config": _digest_json(config.vision_config.to_dict()),
-        "text_weights": weights_digest(model.text_model),
-        "vision_weights": weights_digest(model.vision_model),
-        "processor": _digest_json(processor_settings(processor)),
-        "head_inputs": _digest_json({"num_text_layers": config.num_text_layers, "text_pooling": config.text_pooling}),
-        "storage_dtype": storage_dtype,
-        "blank_image_size": _digest_json(list(blank_image_size)),
-        "dataset": dataset._fingerprint,
-    }
-
-
-def cache_fingerprint(parts: dict[str, str]) -> str:
-    """One hex string naming the cache folder."""
-    return _digest_json(parts)
+# `.staging-<fingerprint>-<host>-<pid>-<random>`: the host and process tell whether its writer is still alive.
+STAGING_PREFIX = ".staging-"
 
 
 # ----- checks -------------------------------------------------------------------------------------------------
-def _check_towers_frozen(model: SppSclModel) -> None:
-    for name, tower, frozen in (
-        ("text", model.text_model, model.config.freeze_text_model),
-        ("vision", model.vision_model, model.config.freeze_vision_model),
-    ):
-        if not frozen or any(param.requires_grad for param in tower.parameters()):
+def frozen_towers(model: SppSclModel) -> tuple[str, ...]:
+    """The towers whose outputs can be cached: frozen in the config and without a trainable parameter."""
+    modules = {"text": model.text_model, "vision": model.vision_model}
+    flags = {"text": model.config.freeze_text_model, "vision": model.config.freeze_vision_model}
+    return tuple(name for name in TOWERS if flags[name] and not any(p.requires_grad for p in modules[name].parameters()))
+
+
+def _check_towers(model: SppSclModel, towers: tuple[str, ...]) -> None:
+    if not towers or any(name not in TOWERS for name in towers) or len(set(towers)) != len(towers):
+        raise ValueError(f"towers must name one or both of {TOWERS}, got {towers!r}")
+    frozen = frozen_towers(model)
+    for name in towers:
+        if name not in frozen:
             raise ValueError(
                 f"The {name} tower is trainable: its outputs change during training, so they cannot be cached. "
-                f"Freeze it (freeze_{name}_model=True) or train from raw inputs with ImageTextCollator."
+                f"Freeze it (freeze_{name}_model=True), cache only the frozen tower (towers={frozen!r}), or train "
+                f"from raw inputs with ImageTextCollator."
             )
+
+
+def _warn_train_mode_towers(model: SppSclModel) -> None:
     if model.config.frozen_towers_follow_train_mode:
         warnings.warn(
             "frozen_towers_follow_train_mode=True (paper variant): training runs the frozen towers in train mode "
@@ -139,123 +91,40 @@ def _check_processor_padding(model: SppSclModel, processor: SppSclProcessor) -> 
         )
 
 
-# ----- extraction ---------------------------------------------------------------------------------------------
-def _feature_map_shape(model: SppSclModel, collator: ImageTextCollator) -> tuple[int, int, int]:
-    """`[C, h, w]` of the vision tower's map, read from one blank image (Array3D needs it up front)."""
-    pixels = collator.processor.preprocess_images([collator.blank_image()])["pixel_values"]
-    return tuple(model.vision_tower_features(pixels.to(model.device)).shape[1:])
+# ----- folders ------------------------------------------------------------------------------------------------
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
-def cache_features(storage_dtype: str, feature_map_shape: tuple[int, int, int], padded: bool) -> Features:
-    """Arrow schema of the cache's rows."""
-    columns = {
-        "id": Value("string"),
-        "label": Value("int64"),
-        "length": Value("int32"),
-        "text_shape": List(Value("int32"), length=3),
-        "text_hidden_states": List(Value(storage_dtype)),
-        "image_features": Array3D(feature_map_shape, storage_dtype),
-    }
-    if padded:
-        columns["attention_mask"] = List(Value("int8"))
-    return Features(columns)
+def remove_stale_staging(cache_dir: Path) -> list[Path]:
+    """Remove the staging folders of extractions killed on this machine (their process is gone); those of live
+    processes and of other machines sharing the folder are left alone. Returns the removed folders."""
+    removed = []
+    host = socket.gethostname()
+    for staging in cache_dir.glob(f"{STAGING_PREFIX}*"):
+        parts = staging.name.rsplit("-", 3)
+        if len(parts) != 4 or parts[1] != host or not parts[2].isdigit() or _process_alive(int(parts[2])):
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+        removed.append(staging)
+    return removed
 
 
-def _check_finite(hidden: torch.Tensor, images: torch.Tensor, rows: list[dict[str, Any]], storage: torch.dtype) -> None:
-    bad = ~(hidden.isfinite().flatten(1).all(dim=1) & images.isfinite().flatten(1).all(dim=1))
-    if bad.any():
-        ids = [str(row.get("id")) for row, is_bad in zip(rows, bad.tolist()) if is_bad]
-        hint = " (beyond float16's range: use storage_dtype='float32')" if storage == torch.float16 else ""
-        raise ValueError(f"The towers gave non-finite features for rows {ids}{hint}")
-
-
-def _rows(batch: dict[str, list]) -> list[dict[str, Any]]:
-    return [dict(zip(batch, values)) for values in zip(*batch.values())]
-
-
-def _extract_batch(
-    model: SppSclModel, collator: ImageTextCollator, storage: torch.dtype, padded: bool, batch: dict[str, list]
-) -> dict[str, list]:
-    rows = _rows(batch)
-    inputs = {name: tensor.to(model.device) for name, tensor in collator(rows).items()}
-    hidden = model.text_tower_hidden_states(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
-    mask = inputs["attention_mask"].cpu()
-    hidden = hidden.to("cpu", storage).transpose(0, 1).contiguous()  # [B, k, L, H]
-    images = model.vision_tower_features(inputs["pixel_values"]).to("cpu", storage)
-    _check_finite(hidden, images, rows, storage)
-    texts = [sample if padded else sample[:, sample_mask.bool()] for sample, sample_mask in zip(hidden, mask)]
-    output = {
-        "id": [str(row.get("id", "")) for row in rows],
-        "label": [row.get("label") for row in rows],
-        "length": mask.sum(dim=1).tolist(),
-        "text_shape": [list(text.shape) for text in texts],
-        "text_hidden_states": [text.reshape(-1).numpy() for text in texts],
-        "image_features": list(images.numpy()),
-    }
-    if padded:
-        output["attention_mask"] = list(mask.to(torch.int8).numpy())
-    return output
-
-
-class CachedFeatureCollator:
-    """Stacks rows of the frozen-tower feature cache (see `extract_features`) into a head-only batch.
-
-    Each row holds `text_hidden_states` (flat, `text_shape` = `[k, n, H]`), optionally `attention_mask` (`[n]`,
-    stored in the paper variant where the `n` positions include padding), `image_features` (`[C, h, w]`) and
-    `label`. Texts are padded with zeros to the longest of the batch, or to `pad_to` positions. The padded
-    positions are masked out in the default variant, so their values change nothing; the paper variant's cache
-    already holds every text at its fixed padded length, so nothing is padded there.
-
-    Returns `text_hidden_states` `[k, B, L, H]`, `attention_mask` `[B, L]`, `image_features` `[B, C, h, w]`
-    (float32) and, when the rows have labels, `labels`.
-    """
-
-    def __init__(self, pad_to: int | None = None):
-        if pad_to is not None and pad_to < 3:
-            raise ValueError(f"CachedFeatureCollator.pad_to must be >= 3 (summary token, text, separator), got {pad_to}")
-        self.pad_to = pad_to
-
-    def _padded_length(self, rows: Sequence[Row], shapes: list[tuple[int, int, int]]) -> int:
-        longest = max(shape[1] for shape in shapes)
-        if self.pad_to is None:
-            return longest
-        if longest > self.pad_to:
-            index = next(i for i, shape in enumerate(shapes) if shape[1] == longest)
-            raise ValueError(f"{row_name(rows[index], index)} has {longest} text positions, more than pad_to={self.pad_to}")
-        return self.pad_to
-
-    @staticmethod
-    def _row_mask(row: Row, positions: int) -> torch.Tensor:
-        mask = row.get("attention_mask")
-        if mask is None:
-            return torch.ones(positions, dtype=torch.long)
-        return torch.as_tensor(np.asarray(mask), dtype=torch.long)
-
-    def __call__(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
-        shapes = [tuple(int(size) for size in row["text_shape"]) for row in rows]
-        if len({(k, h) for k, _, h in shapes}) != 1:
-            raise ValueError(f"The rows of one batch have different text layers or widths: {sorted(set(shapes))}")
-        num_layers, _, hidden_size = shapes[0]
-        length = self._padded_length(rows, shapes)
-        hidden = torch.zeros(num_layers, len(rows), length, hidden_size)
-        attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
-        with warnings.catch_warnings():
-            # The cache's arrays are read-only memory maps; they are only read, so torch's warning does not apply.
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            for index, (row, shape) in enumerate(zip(rows, shapes)):
-                # Stored half-precision features are upcast here: torch converts far faster than numpy does.
-                hidden[:, index, : shape[1]] = torch.as_tensor(np.asarray(row["text_hidden_states"])).view(shape)
-                attention_mask[index, : shape[1]] = self._row_mask(row, shape[1])
-            image_features = torch.as_tensor(np.stack([np.asarray(row["image_features"]) for row in rows])).float()
-        batch = {
-            "text_hidden_states": hidden,
-            "attention_mask": attention_mask,
-            "image_features": image_features,
-        }
-        labels = labels_tensor(rows)
-        if labels is not None:
-            batch["labels"] = labels
-        return batch
+def _publish(staging: Path, folder: Path) -> None:
+    """Rename the finished `staging` folder to `folder`; a folder already there (another process finished the
+    same cache first) wins and ours is dropped."""
+    try:
+        staging.rename(folder)
+    except OSError:
+        if not (folder / MANIFEST_FILE).is_file():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_feature_cache(folder: str | Path) -> Dataset:
@@ -269,6 +138,7 @@ def default_cache_dir() -> Path:
     return Path(datasets.config.HF_DATASETS_CACHE) / "sppscl_features"
 
 
+# ----- extraction ---------------------------------------------------------------------------------------------
 def extract_features(
     model: SppSclModel,
     processor: SppSclProcessor,
@@ -277,83 +147,84 @@ def extract_features(
     batch_size: int = 32,
     storage_dtype: str = "float32",
     blank_image_size: tuple[int, int] = (224, 224),
+    towers: Sequence[str] = TOWERS,
+    device: torch.device | str | None = None,
+    precision: str = "auto",
+    num_workers: int | None = None,
 ) -> Dataset:
-    """Run both frozen towers once over `dataset` (`id`, `text`, `image`, `label` rows) and cache their outputs.
+    """Run the frozen towers once over `dataset` (`id`, `text`, `image`, `label` rows) and cache their outputs.
 
     Args:
-        model: an [`SppSclModel`] whose towers are frozen (a trainable tower raises `ValueError`).
+        model: an [`SppSclModel`] whose cached towers are frozen (a trainable one raises `ValueError`). It is moved
+            to `device`, where training will run it anyway.
         processor: the processor training would use (its padding must match the model's `text_pooling`).
         dataset: the rows; a missing image (None) becomes a black image of `blank_image_size`.
         cache_dir: parent folder of the caches (default: the datasets cache, `.../sppscl_features`).
         batch_size: samples per tower forward.
         storage_dtype: `"float32"` (exact) or `"float16"` (half the disk; see docs/PERFORMANCE.md).
         blank_image_size: (width, height) of the image standing in for a missing one.
+        towers: the towers to cache, `("text", "vision")` or one of them (see `frozen_towers`): a one-tower cache
+            keeps the other modality's raw column (`text` or `image`) for the tower that trains.
+        device: where the towers run: the device training will use (`TrainingArguments.device`); by default this
+            process's accelerator as `accelerate` assigns it (`PartialState().device`), not the model's device.
+        precision: autocast dtype of the towers: `"auto"` (bfloat16 on CUDA, float16 where bfloat16 is missing,
+            float32 elsewhere), `"float32"`, `"bfloat16"` or `"float16"`. Part of the fingerprint.
+        num_workers: `DataLoader` workers reading and decoding the rows (default: 0 on CPU, up to 8 otherwise).
 
     Returns:
-        A memory-mapped `datasets.Dataset` with `id`, `label`, `length` (real tokens, for grouping by length),
-        `text_shape`, `text_hidden_states`, `image_features` (and `attention_mask` for `padded_mean`), read
-        from `cache_dir/<fingerprint>/` when the same towers, processor, settings and dataset were seen before.
+        A memory-mapped `datasets.Dataset` with `id`, `label`, `length` (real tokens, for grouping by length) and
+        the cached towers' columns: `text_shape`, `text_hidden_states` (and `attention_mask` for `padded_mean`);
+        `image_features`. Read from `cache_dir/<fingerprint>/` when the same towers, processor, settings and
+        rows were seen before. [`CachedFeatureCollator`] batches it.
     """
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {tuple(STORAGE_DTYPES)}, got {storage_dtype!r}")
     if len(dataset) == 0:
         raise ValueError("extract_features got an empty dataset")
-    _check_towers_frozen(model)
+    _check_towers(model, tuple(towers))
+    towers = tuple(name for name in TOWERS if name in towers)
     _check_processor_padding(model, processor)
-    parts = cache_fingerprint_parts(model, processor, dataset, storage_dtype, tuple(blank_image_size))
-    folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / cache_fingerprint(parts)
+    _warn_train_mode_towers(model)
+    device = torch.device(device) if device is not None else PartialState().device
+    precision = resolve_precision(precision, device)
+    parts = cache_fingerprint_parts(model, processor, dataset, storage_dtype, tuple(blank_image_size), towers, precision)
+    cache_dir = Path(cache_dir if cache_dir is not None else default_cache_dir())
+    folder = cache_dir / cache_fingerprint(parts)
     if (folder / MANIFEST_FILE).is_file():
         logger.info("reusing cache %s", folder)
         return load_feature_cache(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_features(model, processor, dataset, folder, batch_size, storage_dtype, tuple(blank_image_size))
-    (folder / MANIFEST_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True) + "\n")
-    logger.info("wrote cache %s", folder)
-    return load_feature_cache(folder)
-
-
-def _write_features(
-    model: SppSclModel,
-    processor: SppSclProcessor,
-    dataset: Dataset,
-    folder: Path,
-    batch_size: int,
-    storage_dtype: str,
-    blank_image_size: tuple[int, int],
-) -> None:
-    collator = ImageTextCollator(processor, blank_image_size=blank_image_size)
-    padded = model.config.text_pooling == "padded_mean"
-    was_training = model.training
-    model.eval()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_staging(cache_dir):
+        logger.warning("removed %s, left by an interrupted extraction", stale)
+    if folder.is_dir():  # a format-1 folder whose extraction was interrupted before its manifest was written
+        shutil.rmtree(folder)
+    staging = cache_dir / f"{STAGING_PREFIX}{folder.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
     try:
-        with torch.inference_mode():
-            features = cache_features(storage_dtype, _feature_map_shape(model, collator), padded)
-            dataset.map(
-                lambda batch: _extract_batch(model, collator, STORAGE_DTYPES[storage_dtype], padded, batch),
-                batched=True,
-                batch_size=batch_size,
-                # Rows are large (up to 2.5 MB in the paper variant): flush every batch instead of every 1000 rows.
-                writer_batch_size=batch_size,
-                remove_columns=dataset.column_names,
-                features=features,
-                cache_file_name=str(folder / FEATURES_FILE),
-                new_fingerprint=folder.name,
-                load_from_cache_file=False,
-                desc="Extracting frozen-tower features",
-            )
-    finally:
-        model.train(was_training)
+        collator = ImageTextCollator(processor, blank_image_size=blank_image_size)
+        workers = default_num_workers(device) if num_workers is None else num_workers
+        write_features(model, dataset, staging / FEATURES_FILE, collator, towers, batch_size, storage_dtype, device, precision, workers)
+        (staging / MANIFEST_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True) + "\n")
+        _publish(staging, folder)
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("wrote cache %s (towers %s on %s, %s)", folder, ",".join(towers), device, precision)
+    return load_feature_cache(folder)
 
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "CachedFeatureCollator",
     "STORAGE_DTYPES",
+    "TOWERS",
     "cache_features",
     "cache_fingerprint",
     "cache_fingerprint_parts",
     "extract_features",
+    "frozen_towers",
     "load_feature_cache",
     "processor_settings",
+    "remove_stale_staging",
     "weights_digest",
 ]

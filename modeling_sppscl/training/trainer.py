@@ -15,6 +15,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainingArguments
 
+from ..data.device_cache import select_device_batch
 from ..hub.model_card import is_sppscl_card
 from ..loss_sppscl import gate_counts, gate_takes_inter_step, step_one_objective, step_two_loss
 from .checkpoints import AtomicCheckpointsMixin
@@ -116,6 +117,10 @@ class SppSclTrainer(AtomicCheckpointsMixin, Trainer):
             self._record({name: outputs[name] for name in ("ce_loss", "intra_text_loss", "intra_image_loss")})
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+    def _prepare_inputs(self, inputs):
+        # A device-resident feature cache's batches hold indices: its features are selected on the device here.
+        return super()._prepare_inputs(select_device_batch(inputs))
+
     # ----- the update ---------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
         update = self._one_step if self.args.sppscl_update == "one_step" else self._two_step
@@ -157,9 +162,12 @@ class SppSclTrainer(AtomicCheckpointsMixin, Trainer):
             inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, labels) if takes else None
         self._record_gate(takes, inter)
         if not takes:
-            # No second optimizer step: with every gradient None the Trainer's optimizer.step() moves nothing.
+            # No second optimizer step: the Trainer's coming optimizer.step() is told to skip (as it is between
+            # accumulation steps). Leaving it to an all-None-gradient step would move nothing without mixed
+            # precision, but fp16's GradScaler refuses to step or unscale an optimizer without gradients.
             for param in trainable:
                 param.grad = None
+            self.accelerator.gradient_state._set_sync_gradients(False)
             return step_one_loss.detach()
         # The authors' torch (1.8.1) clears gradients to zeros, not None: when step 2 runs, AdamW then moves
         # every trainable parameter (momentum, weight decay), also those the inter-modal loss does not reach.
@@ -174,6 +182,13 @@ class SppSclTrainer(AtomicCheckpointsMixin, Trainer):
         if self.args.max_grad_norm > 0:
             self._clip_grad_norm(model)
         self.optimizer.step()
+
+    def _clip_grad_norm(self, model):
+        # Skipped step 2 (closed gate): no gradients to clip, and a GradScaler must not unscale them.
+        return super()._clip_grad_norm(model) if self.accelerator.sync_gradients else None
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        return super()._get_grad_norm(model, grad_norm) if self.accelerator.sync_gradients else None
 
     @staticmethod
     def _average_batchnorm_statistics_across_processes(model) -> None:

@@ -1,0 +1,184 @@
+"""Running the frozen towers over a dataset and writing their outputs as one Arrow file (see `feature_cache`).
+
+The rows are read, tokenized and their images decoded by a torch `DataLoader` whose workers run the
+[`ImageTextCollator`] in parallel, so that an accelerator is not left waiting on the host; the towers run on the
+device given (the one training will use), under autocast in bfloat16/float16 where asked; the outputs are written
+batch by batch with `datasets`' `ArrowWriter`, so the file is never held in memory whole.
+"""
+
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Array3D, Dataset, Features, List, Value
+from datasets import Image as ImageFeature
+from datasets.arrow_writer import ArrowWriter
+from torch.utils.data import DataLoader
+
+from ..modeling_sppscl import SppSclModel
+from .collators import ImageTextCollator
+
+
+TOWERS = ("text", "vision")
+# The raw column each tower reads: a one-tower cache keeps the one of the tower that is not cached.
+RAW_COLUMNS = {"text": "text", "vision": "image"}
+STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`"auto"`: bfloat16 on a CUDA device that has it (float16 on older ones), float32 elsewhere."""
+    if precision not in ("auto", *PRECISIONS):
+        raise ValueError(f"precision must be 'auto' or one of {tuple(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def default_num_workers(device: torch.device) -> int:
+    """Image-decoding workers: on an accelerator the host's cores are free for them; on a CPU the towers use them."""
+    return 0 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
+
+
+def cache_features(
+    storage_dtype: str, feature_map_shape: tuple[int, int, int] | None, padded: bool, raw: Features | None = None
+) -> Features:
+    """Arrow schema of the cache's rows: the text tower's columns unless the text is kept `raw`, `image_features`
+    when `feature_map_shape` is given, and the `raw` columns kept for the tower that is not cached."""
+    raw = raw or Features()
+    columns = {"id": Value("string"), "label": Value("int64"), "length": Value("int32")}
+    if "text" not in raw:
+        columns["text_shape"] = List(Value("int32"), length=3)
+        columns["text_hidden_states"] = List(Value(storage_dtype))
+        if padded:
+            columns["attention_mask"] = List(Value("int8"))
+    if feature_map_shape is not None:
+        columns["image_features"] = Array3D(feature_map_shape, storage_dtype)
+    return Features({**columns, **raw})
+
+
+class _ExtractionInputs:
+    """Collate function of the extraction `DataLoader` (runs in its workers): the rows' bookkeeping columns, the
+    tokenized texts (their token counts are kept for grouping by length) and, when the vision tower is cached,
+    the decoded and preprocessed images."""
+
+    def __init__(self, collator: ImageTextCollator, towers: tuple[str, ...], kept: list[str]):
+        self.collator, self.towers, self.kept = collator, towers, kept
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        text_inputs = self.collator.text_inputs(rows)
+        columns = {
+            "id": [str(row.get("id", "")) for row in rows],
+            "label": [row.get("label") for row in rows],
+            "length": text_inputs["attention_mask"].sum(dim=1).tolist(),
+            **{column: [row[column] for row in rows] for column in self.kept},
+        }
+        pixels = self.collator.image_inputs(rows)["pixel_values"] if "vision" in self.towers else None
+        return {"columns": columns, "text_inputs": text_inputs if "text" in self.towers else None, "pixel_values": pixels}
+
+
+def _check_finite(features: torch.Tensor, ids: list[str], storage: torch.dtype, precision: str) -> None:
+    bad = ~features.isfinite().flatten(1).all(dim=1)
+    if bad.any():
+        names = [row_id for row_id, is_bad in zip(ids, bad.tolist()) if is_bad]
+        hint = ""
+        if storage == torch.float16:
+            hint += " (beyond float16's range: use storage_dtype='float32')"
+        if precision != "float32":
+            hint += f" (the towers may overflow in {precision}: extract with precision='float32')"
+        raise ValueError(f"The towers gave non-finite features for rows {names}{hint}")
+
+
+class TowerRunner:
+    """The cached towers of `model` on `device`, under autocast at `precision`, writing rows of `cache_features`."""
+
+    def __init__(self, model: SppSclModel, towers: tuple[str, ...], device: torch.device, storage_dtype: str, precision: str):
+        self.model, self.towers, self.device, self.precision = model, towers, device, precision
+        self.storage = STORAGE_DTYPES[storage_dtype]
+        self.padded = model.config.text_pooling == "padded_mean"
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def feature_map_shape(self, collator: ImageTextCollator) -> tuple[int, int, int]:
+        """`[C, h, w]` of the vision tower's map, read from one blank image (Array3D needs it up front)."""
+        pixels = collator.processor.preprocess_images([collator.blank_image()])["pixel_values"]
+        with self._autocast():
+            return tuple(self.model.vision_tower_features(pixels.to(self.device)).shape[1:])
+
+    def _text_columns(self, text_inputs: dict[str, torch.Tensor], ids: list[str]) -> dict[str, list]:
+        inputs = {name: tensor.to(self.device, non_blocking=True) for name, tensor in text_inputs.items()}
+        with self._autocast():
+            hidden = self.model.text_tower_hidden_states(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+        hidden = hidden.to("cpu", self.storage).transpose(0, 1).contiguous()  # [B, k, L, H]
+        _check_finite(hidden, ids, self.storage, self.precision)
+        mask = text_inputs["attention_mask"]
+        texts = [sample if self.padded else sample[:, sample_mask.bool()] for sample, sample_mask in zip(hidden, mask)]
+        columns = {"text_shape": [list(text.shape) for text in texts], "text_hidden_states": [text.reshape(-1).numpy() for text in texts]}
+        if self.padded:
+            columns["attention_mask"] = list(mask.to(torch.int8).numpy())
+        return columns
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        columns = dict(batch["columns"])
+        if batch["text_inputs"] is not None:
+            columns.update(self._text_columns(batch["text_inputs"], columns["id"]))
+        if batch["pixel_values"] is not None:
+            with self._autocast():
+                images = self.model.vision_tower_features(batch["pixel_values"].to(self.device, non_blocking=True))
+            images = images.to("cpu", self.storage)
+            _check_finite(images, columns["id"], self.storage, self.precision)
+            columns["image_features"] = list(images.numpy())
+        return columns
+
+
+def write_features(
+    model: SppSclModel,
+    dataset: Dataset,
+    path: Path,
+    collator: ImageTextCollator,
+    towers: tuple[str, ...],
+    batch_size: int,
+    storage_dtype: str,
+    device: torch.device,
+    precision: str,
+    num_workers: int,
+) -> None:
+    """Run the `towers` of `model` on `device` over `dataset` and write their outputs to the Arrow file `path`.
+
+    The model is moved to `device` (training moves it there anyway) and left in the train/eval mode it had.
+    """
+    kept = [RAW_COLUMNS[name] for name in TOWERS if name not in towers]
+    missing = [column for column in kept if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"A one-tower cache keeps the other tower's raw column, but the dataset has no {missing} column")
+    # The kept image column is copied as stored (its file bytes), never decoded.
+    rows = dataset.cast_column("image", ImageFeature(decode=False)) if "image" in kept and isinstance(dataset.features["image"], ImageFeature) else dataset
+    raw = Features({column: dataset.features[column] for column in kept})
+    loader = DataLoader(
+        rows, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_ExtractionInputs(collator, towers, kept),
+        pin_memory=device.type == "cuda", persistent_workers=False,
+    )
+    runner = TowerRunner(model.to(device), towers, device, storage_dtype, precision)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            shape = runner.feature_map_shape(collator) if "vision" in towers else None
+            features = cache_features(storage_dtype, shape, runner.padded, raw)
+            # Rows are large (up to 2.5 MB in the paper variant): flush every batch instead of every 1000 rows.
+            with ArrowWriter(features=features, path=str(path), writer_batch_size=batch_size) as writer:
+                for batch in loader:
+                    writer.write_batch(runner(batch))
+                writer.finalize()
+    finally:
+        model.train(was_training)
+
+
+__all__ = ["PRECISIONS", "RAW_COLUMNS", "STORAGE_DTYPES", "TOWERS", "cache_features", "resolve_precision", "write_features"]
