@@ -57,6 +57,7 @@ def write_space(
     space_dir = Path(space_dir)
     (space_dir / "examples").mkdir(parents=True, exist_ok=True)
     on_hub = not Path(model).is_dir()
+    shown = model if on_hub else Path(model).resolve().name
     if not on_hub:
         model = os.path.relpath(Path(model).resolve(), space_dir.resolve())
     example_rows = []
@@ -69,7 +70,7 @@ def write_space(
         "labels": list(labels),
         "title": title,
         "description": "Upload an image, type the text that goes with it, and see the probability of each class "
-        f"({', '.join(labels)}). Model: `{model}` (SPP-SCL, loaded with `trust_remote_code=True`).",
+        f"({', '.join(labels)}). Model: `{shown}` (SPP-SCL, loaded with `trust_remote_code=True`).",
         "metrics_markdown": metrics_markdown(metrics or {}),
         "examples": example_rows,
     }
