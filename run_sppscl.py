@@ -20,6 +20,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,8 @@ from modeling_sppscl.data.collators import ImageTextCollator
 from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
-from modeling_sppscl.hub.model_card import write_model_card
-from modeling_sppscl.hub.publish import HubAccessError, check_hub_repo
-from modeling_sppscl.hub.space import push_space, write_space
+from modeling_sppscl.hub.publish import check_hub_access, write_card, write_model_space
+from modeling_sppscl.hub.space import push_space
 from modeling_sppscl.reporting.metrics import build_compute_metrics
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
@@ -263,21 +263,24 @@ def set_up_logging(training_args: SppSclTrainingArguments) -> None:
         huggingface_hub.utils.disable_progress_bars()
 
 
-def check_hub_access(space_args: SpaceArguments, training_args: SppSclTrainingArguments) -> None:
-    """Before any work: the token and the repositories of --push_to_hub / --push_space (one-line error if unusable);
-    `hub_model_id` becomes the full repository id, which the card's snippets and the Space load."""
-    if space_args.push_space and not training_args.push_to_hub:
-        raise HubAccessError("--push_space needs --push_to_hub: the Space loads the model from its Hub repository")
-    if not training_args.push_to_hub or not training_args.should_save:
-        return
-    requested = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
-    token, private = training_args.hub_token, training_args.hub_private_repo
-    training_args.hub_model_id = check_hub_repo(requested, "--push_to_hub", token, private)
-    if space_args.push_space:
-        space_args.push_space = check_hub_repo(space_args.push_space, "--push_space", token, private, repo_type="space")
+def launched_processes() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def log_world(training_args: SppSclTrainingArguments) -> None:
+def run_cpu_processes_as_one_job() -> None:
+    """`accelerate launch --multi_gpu --num_processes N` on a machine without an accelerator starts N processes that
+    each train alone (world size 1, the same output folder); joined over gloo, they form one job, as on GPUs.
+    Must run before the training arguments are built (they read ACCELERATE_USE_CPU when they set up devices)."""
+    if launched_processes() > 1 and not torch.accelerator.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def check_and_log_world(training_args: SppSclTrainingArguments) -> None:
+    if launched_processes() != training_args.world_size:
+        raise ValueError(
+            f"{launched_processes()} processes were launched but the training sees a world size of {training_args.world_size}: "
+            "launch with `accelerate launch --multi_gpu --num_processes N` (or torchrun)"
+        )
     per_device = training_args.per_device_train_batch_size
     logger.info(
         "%d process(es) (%s), per-device train batch %d, global train batch %d (x %d gradient accumulation steps)",
@@ -287,10 +290,11 @@ def log_world(training_args: SppSclTrainingArguments) -> None:
 
 
 def main() -> dict:
+    run_cpu_processes_as_one_job()
     model_args, data_args, space_args, training_args = parse_arguments()
     set_up_logging(training_args)
     check_hub_access(space_args, training_args)
-    log_world(training_args)
+    check_and_log_world(training_args)
     set_seed(training_args.seed)
     demo = is_demo(data_args)
     loaded = load_data(data_args, training_args.seed)
@@ -341,44 +345,6 @@ def main() -> dict:
             url = push_space(output_dir / "space", space_args.push_space, training_args.hub_token, training_args.hub_private_repo)
             logger.info("Space pushed: %s", url)
     return results
-
-
-def write_card(output_dir: Path, model, results: dict, model_args, data_args, training_args, space_args, demo: bool) -> dict:
-    """Write the model card; return the per-split metrics it shows."""
-    split_metrics = {}
-    for split, prefix in (("validation", "eval"), ("test", "test")):
-        if split in results:
-            metrics = results[split]
-            split_metrics[split] = {key[len(prefix) + 1 :]: value for key, value in metrics.items() if key.startswith(prefix + "_")}
-    base_models = [name for name in (model_args.model_name_or_path, model_args.text_model_name_or_path, model_args.vision_model_name_or_path) if name]
-    summary = {
-        "variant": model.config.variant,
-        "update": training_args.sppscl_update,
-        "epochs": training_args.num_train_epochs,
-        "batch_size": training_args.per_device_train_batch_size * max(1, training_args.world_size),
-        "learning_rate": training_args.learning_rate,
-        "lr_halving_epochs": training_args.lr_halving_epochs,
-        "seed": training_args.seed,
-    }
-    # The snippets load what a reader has: the Hub repository when pushed, else this folder.
-    repo_id = training_args.hub_model_id if training_args.push_to_hub else str(output_dir)
-    write_model_card(output_dir, model.config, split_metrics, summary, base_models, dataset_display_name(data_args, demo),
-                     data_args.dataset_name, repo_id=repo_id, space_id=space_args.push_space)
-    return split_metrics
-
-
-def dataset_display_name(data_args: DataArguments, demo: bool) -> str:
-    return "synthetic demo set" if demo else str(data_args.dataset_name or data_args.data_dir or data_args.hfm_text_dir or data_args.train_file)
-
-
-def write_model_space(output_dir: Path, model, metrics: dict, raw_splits: dict, training_args) -> None:
-    """The Space for this model in output_dir/space, with up to three pairs of the evaluation data as examples."""
-    source = raw_splits.get("validation") or raw_splits.get("test") or raw_splits.get("train")
-    rows = [] if source is None else [row for row in source.select(range(min(len(source), 8))) if row["image"] is not None][:3]
-    labels = [model.config.id2label[index] for index in sorted(model.config.id2label)]
-    location = training_args.hub_model_id if training_args.push_to_hub else str(output_dir)
-    title = f"SPP-SCL: {Path(location).name}"
-    write_space(output_dir / "space", location, labels, title, metrics, examples=[(row["image"], row["text"]) for row in rows])
 
 
 if __name__ == "__main__":

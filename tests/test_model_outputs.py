@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import tiny_bert_config, tiny_model
+from conftest import tiny_model
 
 
 TEXTS = ["a very good day", "the sad dog is not fine", "blue sky"]

@@ -8,12 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 from huggingface_hub import SpaceCard
 from transformers import pipeline
 
