@@ -1,23 +1,32 @@
 #!/usr/bin/env python
 """Fine-tune, evaluate and predict with SPP-SCL on an image-text classification dataset.
 
-    python run_sppscl.py                      # the built-in demo (synthetic data, tiny towers, ~2 minutes on CPU)
+With no arguments at all, runs the built-in demo: a synthetic image-text set, tiny towers, 8 epochs, into
+outputs/demo (about 1-4 minutes on CPU). Otherwise name the data, the towers (or a checkpoint) and --output_dir:
+
+    python run_sppscl.py                      # the built-in demo
     python run_sppscl.py --data_dir ../shared/data/mvsa_single \
         --text_model_name_or_path google-bert/bert-base-uncased --vision_model_name_or_path microsoft/resnet-50 \
         --variant paper --output_dir outputs/mvsa_single --do_train --do_eval --num_train_epochs 150 ...
 
-The same command runs under `accelerate launch` (one or several processes). Every `TrainingArguments` option works
-(`--push_to_hub`, `--resume_from_checkpoint`, ...), plus the SPP-SCL ones of `SppSclTrainingArguments`.
+The same command runs under `accelerate launch` (several processes: `--multi_gpu --num_processes N`, with
+`--cpu` on a CPU machine). Every `TrainingArguments` option works (`--push_to_hub`, `--resume_from_checkpoint`,
+`--log_level`, `--disable_tqdm`, ...), plus the SPP-SCL ones. The output folder also gets a Gradio Space
+(`space/`) for the trained model; `--push_space USER/NAME` publishes it.
 """
 
+import argparse
 import csv
 import json
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
+import huggingface_hub
 import numpy as np
 import torch
 import transformers
@@ -30,7 +39,8 @@ from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeature
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features, frozen_towers
 from modeling_sppscl.data.preflight import check_before_training, check_output_dir
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
-from modeling_sppscl.hub.model_card import write_model_card
+from modeling_sppscl.hub.publish import check_hub_access, write_card, write_model_space
+from modeling_sppscl.hub.space import push_space
 from modeling_sppscl.reporting.metrics import build_compute_metrics
 from modeling_sppscl.training.checkpoints import last_complete_checkpoint
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
@@ -57,8 +67,12 @@ class ModelArguments:
     config_overrides: str | None = field(
         default=None, metadata={"help": "Comma-separated SppSclConfig overrides, e.g. 'dropout=0.1,temperature=0.1'."}
     )
-    freeze_text_model: bool = field(default=True, metadata={"help": "Keep the text tower frozen."})
-    freeze_vision_model: bool = field(default=True, metadata={"help": "Keep the vision tower frozen."})
+    freeze_text_model: bool = field(
+        default=True, metadata={"help": "Whether the text tower stays frozen (default); --no_freeze_text_model fine-tunes it too."}
+    )
+    freeze_vision_model: bool = field(
+        default=True, metadata={"help": "Whether the vision tower stays frozen (default); --no_freeze_vision_model fine-tunes it too."}
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded towers are stored."})
 
 
@@ -71,17 +85,17 @@ class DataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "CSV or JSON Lines for model selection."})
     test_file: str | None = field(default=None, metadata={"help": "CSV or JSON Lines for predictions."})
     image_dir: str | None = field(default=None, metadata={"help": "Image folder for --hfm_text_dir."})
-    image_column: str = field(default="image")
-    text_column: str = field(default="text")
-    label_column: str = field(default="label")
+    image_column: str = field(default="image", metadata={"help": "Image column (a path or an image) of CSV/JSONL files and datasets."})
+    text_column: str = field(default="text", metadata={"help": "Text column of CSV/JSONL files and datasets."})
+    label_column: str = field(default="label", metadata={"help": "Label column (name or id) of CSV/JSONL files and datasets."})
     class_names: str | None = field(default=None, metadata={"help": "Comma-separated class names, in label-id order."})
     missing_image: str = field(default="error", metadata={"help": "A missing or corrupt image: 'error', 'skip' the pair, or 'blank' image."})
     empty_text: str = field(
         default="error", metadata={"help": "An empty text, or one with no token the tokenizer knows: 'error', or 'skip' the pair."}
     )
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
-    max_predict_samples: int | None = field(default=None)
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training pairs (quick runs)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation pairs."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test pairs."})
     cache_features: bool | None = field(
         default=None, metadata={"help": "Cache the frozen towers' outputs (default: on when a tower is frozen; with one tower "
                                  "trainable, only the frozen one is cached and the other runs on raw inputs)."}
@@ -104,8 +118,27 @@ class DataArguments:
     )
 
 
-def parse_arguments() -> tuple[ModelArguments, DataArguments, SppSclTrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, SppSclTrainingArguments))
+@dataclass
+class SpaceArguments:
+    write_space: bool = field(
+        default=True, metadata={"help": "Write a Gradio Space for the trained model into <output_dir>/space (app, metadata, examples)."}
+    )
+    push_space: str | None = field(
+        default=None, metadata={"help": "Publish that Space to this Hub repository (USER/NAME); needs --push_to_hub (the app loads the model from its repo)."}
+    )
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option (as HfArgumentParser does), the description's examples kept as written."""
+
+
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, SpaceArguments, SppSclTrainingArguments), description=__doc__,
+                            formatter_class=HelpFormatter)
+
+
+def parse_arguments() -> tuple[ModelArguments, DataArguments, SpaceArguments, SppSclTrainingArguments]:
+    parser = build_parser()
     argv = sys.argv[1:] or DEMO_ARGS
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(json_file=str(Path(argv[0]).resolve()))
@@ -264,9 +297,53 @@ def write_predictions(path: Path, dataset, logits: np.ndarray, id2label: dict[in
             writer.writerow([row_id, id2label[int(label)], id2label[int(probs.argmax())], *[f"{p:.6f}" for p in probs]])
 
 
+def set_up_logging(training_args: SppSclTrainingArguments) -> None:
+    """`--log_level` (INFO on the main process when passive) governs our lines, transformers', datasets' and Python
+    warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting, feature extraction),
+    transformers and huggingface_hub (saving)."""
+    level = training_args.get_process_log_level() if training_args.log_level != "passive" or not training_args.should_log else logging.INFO
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
+    logging.captureWarnings(True)
+    transformers.utils.logging.set_verbosity(level)
+    datasets.utils.logging.set_verbosity(level)
+    if training_args.disable_tqdm:
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
+
+
+def launched_processes() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def run_cpu_processes_as_one_job() -> None:
+    """`accelerate launch --multi_gpu --num_processes N` on a machine without an accelerator starts N processes that
+    each train alone (world size 1, the same output folder); joined over gloo, they form one job, as on GPUs.
+    Must run before the training arguments are built (they read ACCELERATE_USE_CPU when they set up devices)."""
+    if launched_processes() > 1 and not torch.accelerator.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def check_and_log_world(training_args: SppSclTrainingArguments) -> None:
+    if launched_processes() != training_args.world_size:
+        raise ValueError(
+            f"{launched_processes()} processes were launched but the training sees a world size of {training_args.world_size}: "
+            "launch with `accelerate launch --multi_gpu --num_processes N` (or torchrun)"
+        )
+    per_device = training_args.per_device_train_batch_size
+    logger.info(
+        "%d process(es) (%s), per-device train batch %d, global train batch %d (x %d gradient accumulation steps)",
+        training_args.world_size, training_args.distributed_state.distributed_type, per_device,
+        per_device * training_args.world_size, training_args.gradient_accumulation_steps,
+    )
+
+
 def main() -> dict:
-    model_args, data_args, training_args = parse_arguments()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARN)
+    run_cpu_processes_as_one_job()
+    model_args, data_args, space_args, training_args = parse_arguments()
+    set_up_logging(training_args)
+    check_hub_access(space_args, training_args)
+    check_and_log_world(training_args)
     set_seed(training_args.seed)
     check_output_dir(training_args.output_dir)
     demo = is_demo(data_args)
@@ -308,34 +385,19 @@ def main() -> dict:
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
             write_predictions(output_dir / f"predictions_{split}.csv", splits[split], logits, model.config.id2label)
     if trainer.is_world_process_zero():
-        write_card(output_dir, model, results, model_args, data_args, training_args, demo)
+        metrics = write_card(output_dir, model, results, model_args, data_args, training_args, space_args, demo)
+        if space_args.write_space:
+            write_model_space(output_dir, model, metrics, loaded.splits, training_args)
         if data_args.plot:
             from modeling_sppscl.reporting.plots import write_plots
 
             write_plots(output_dir, trainer, splits)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="SPP-SCL fine-tuned with run_sppscl.py")
+        if space_args.push_space and trainer.is_world_process_zero():
+            url = push_space(output_dir / "space", space_args.push_space, training_args.hub_token, training_args.hub_private_repo)
+            logger.info("Space pushed: %s", url)
     return results
-
-
-def write_card(output_dir: Path, model, results: dict, model_args, data_args, training_args, demo: bool) -> None:
-    split_metrics = {}
-    for split, prefix in (("validation", "eval"), ("test", "test")):
-        if split in results:
-            metrics = results[split]
-            split_metrics[split] = {key[len(prefix) + 1 :]: value for key, value in metrics.items() if key.startswith(prefix + "_")}
-    base_models = [name for name in (model_args.model_name_or_path, model_args.text_model_name_or_path, model_args.vision_model_name_or_path) if name]
-    dataset_name = "synthetic demo set" if demo else (data_args.dataset_name or data_args.data_dir or data_args.hfm_text_dir or data_args.train_file)
-    summary = {
-        "variant": model.config.variant,
-        "update": training_args.sppscl_update,
-        "epochs": training_args.num_train_epochs,
-        "batch_size": training_args.per_device_train_batch_size * max(1, training_args.world_size),
-        "learning_rate": training_args.learning_rate,
-        "lr_halving_epochs": training_args.lr_halving_epochs,
-        "seed": training_args.seed,
-    }
-    write_model_card(output_dir, model.config, split_metrics, summary, base_models, str(dataset_name), data_args.dataset_name)
 
 
 if __name__ == "__main__":

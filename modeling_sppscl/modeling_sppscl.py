@@ -37,6 +37,9 @@ class SppSclOutput(ModelOutput):
         fused_embeds (`torch.FloatTensor` of shape `(batch_size, fusion_dim)`): the fused representation.
         ce_loss, intra_text_loss, intra_image_loss (`torch.FloatTensor` of shape `()`, returned with `labels`):
             the unweighted terms of `loss`.
+        text_model_output, vision_model_output (`ModelOutput`, returned with `output_hidden_states=True` or
+            `output_attentions=True` when the model runs that tower): the tower's own output, with its
+            `hidden_states` / `attentions` (the text tower always returns its hidden states: the head reads them).
     """
 
     loss: torch.FloatTensor | None = None
@@ -47,6 +50,12 @@ class SppSclOutput(ModelOutput):
     ce_loss: torch.FloatTensor | None = None
     intra_text_loss: torch.FloatTensor | None = None
     intra_image_loss: torch.FloatTensor | None = None
+    text_model_output: ModelOutput | None = None
+    vision_model_output: ModelOutput | None = None
+
+    def to_tuple(self) -> tuple:
+        # The towers' outputs are ModelOutputs themselves: a tuple output holds them as tuples too.
+        return tuple(value.to_tuple() if isinstance(value, ModelOutput) else value for value in super().to_tuple())
 
 
 class SppSclHierarchicalTextEncoder(nn.Module):
@@ -146,6 +155,9 @@ class SppSclPreTrainedModel(PreTrainedModel):
     base_model_prefix = "sppscl"
     input_modalities = ("image", "text")
     main_input_name = "input_ids"
+    # Checkpointing reaches the towers' layers (`_set_gradient_checkpointing` walks every submodule); the head is
+    # small and keeps its activations.
+    supports_gradient_checkpointing = True
 
     def _init_weights(self, module):
         """PyTorch's own default initialisation for the head, as the authors' code uses."""
@@ -241,25 +253,35 @@ class SppSclModel(SppSclPreTrainedModel):
         # it builds no graph either.
         return torch.no_grad() if frozen else nullcontext()
 
+    def text_tower_outputs(self, input_ids, attention_mask=None, token_type_ids=None, **tower_kwargs) -> ModelOutput:
+        """The text tower's output, with every hidden state (and whatever `tower_kwargs` ask for, e.g. attentions)."""
+        if token_type_ids is not None:
+            tower_kwargs["token_type_ids"] = token_type_ids
+        tower_kwargs["output_hidden_states"] = True
+        with self._tower_context(self.config.freeze_text_model):
+            return self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **tower_kwargs)
+
     def text_tower_hidden_states(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """The text tower's last `num_text_layers` hidden states, stacked as `[k, B, L, H]`."""
-        kwargs = {"attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        with self._tower_context(self.config.freeze_text_model):
-            outputs = self.text_model(input_ids=input_ids, output_hidden_states=True, return_dict=True, **kwargs)
-        return torch.stack(outputs.hidden_states[-self.config.num_text_layers :])
+        return self._last_text_layers(self.text_tower_outputs(input_ids, attention_mask, token_type_ids))
+
+    def _last_text_layers(self, tower_output: ModelOutput) -> torch.Tensor:
+        return torch.stack(tower_output.hidden_states[-self.config.num_text_layers :])
+
+    def vision_tower_outputs(self, pixel_values: torch.Tensor, **tower_kwargs) -> ModelOutput:
+        """The vision tower's output (`last_hidden_state` is the `[B, C, h, w]` feature map)."""
+        with self._tower_context(self.config.freeze_vision_model):
+            outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **tower_kwargs)
+        if outputs.last_hidden_state.dim() != 4:
+            raise ValueError(
+                f"The vision tower ({self.config.vision_config.model_type}) returned a last_hidden_state of shape "
+                f"{tuple(outputs.last_hidden_state.shape)}; SPP-SCL needs a [batch, channels, height, width] feature map"
+            )
+        return outputs
 
     def vision_tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The vision tower's `[B, C, h, w]` feature map."""
-        with self._tower_context(self.config.freeze_vision_model):
-            features = self.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
-        if features.dim() != 4:
-            raise ValueError(
-                f"The vision tower ({self.config.vision_config.model_type}) returned a last_hidden_state of shape "
-                f"{tuple(features.shape)}; SPP-SCL needs a [batch, channels, height, width] feature map"
-            )
-        return features
+        return self.vision_tower_outputs(pixel_values).last_hidden_state
 
     # ----- head ---------------------------------------------------------------------------------------------
     def _stack_text_hidden_states(self, text_hidden_states) -> torch.Tensor:
@@ -283,19 +305,23 @@ class SppSclModel(SppSclPreTrainedModel):
             )
         return image_features
 
-    def _text_hidden(self, input_ids, attention_mask, token_type_ids, text_hidden_states) -> torch.Tensor:
+    def _text_hidden(self, input_ids, attention_mask, token_type_ids, text_hidden_states, **tower_kwargs):
+        """`[k, B, L, H]` hidden states for the head, and the tower's output when the tower ran (else None)."""
         if text_hidden_states is not None:
-            return self._stack_text_hidden_states(text_hidden_states)
+            return self._stack_text_hidden_states(text_hidden_states), None
         if input_ids is None:
             raise ValueError("SppSclModel needs the text: pass input_ids (with attention_mask) or text_hidden_states")
-        return self.text_tower_hidden_states(input_ids, attention_mask, token_type_ids)
+        tower_output = self.text_tower_outputs(input_ids, attention_mask, token_type_ids, **tower_kwargs)
+        return self._last_text_layers(tower_output), tower_output
 
-    def _image_map(self, pixel_values, image_features) -> torch.Tensor:
+    def _image_map(self, pixel_values, image_features, **tower_kwargs):
+        """The `[B, C, h, w]` feature map for the head, and the tower's output when the tower ran (else None)."""
         if image_features is not None:
-            return self._check_image_features(image_features)
+            return self._check_image_features(image_features), None
         if pixel_values is None:
             raise ValueError("SppSclModel needs the image: pass pixel_values or image_features")
-        return self.vision_tower_features(pixel_values)
+        tower_output = self.vision_tower_outputs(pixel_values, **tower_kwargs)
+        return tower_output.last_hidden_state, tower_output
 
     def _embed_text(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if attention_mask is None:
@@ -312,13 +338,13 @@ class SppSclModel(SppSclPreTrainedModel):
 
     def get_text_features(self, input_ids=None, attention_mask=None, token_type_ids=None, text_hidden_states=None) -> torch.Tensor:
         """`text_embeds` (`T_p`, `[B, shared_dim]`), from raw text or from the tower's hidden states."""
-        hidden = self._text_hidden(input_ids, attention_mask, token_type_ids, text_hidden_states)
+        hidden, _ = self._text_hidden(input_ids, attention_mask, token_type_ids, text_hidden_states)
         with self._single_sample_batchnorm(hidden.shape[1]):
             return self._embed_text(hidden, attention_mask)
 
     def get_image_features(self, pixel_values=None, image_features=None) -> torch.Tensor:
         """`image_embeds` (`I_p`, `[B, shared_dim]`), from pixels or from the tower's feature map."""
-        feature_map = self._image_map(pixel_values, image_features)
+        feature_map, _ = self._image_map(pixel_values, image_features)
         with self._single_sample_batchnorm(feature_map.shape[0]):
             return self._embed_image(feature_map)
 
@@ -347,6 +373,14 @@ class SppSclModel(SppSclPreTrainedModel):
                 f"{sorted(set(labels.tolist()))}"
             )
 
+    def _tower_output_flags(self, output_hidden_states: bool | None, output_attentions: bool | None) -> dict[str, bool]:
+        """The `output_*` flags to pass to the towers: only those asked for (a vision tower has no attentions)."""
+        flags = {
+            "output_hidden_states": self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            "output_attentions": self.config.output_attentions if output_attentions is None else output_attentions,
+        }
+        return {name: True for name, wanted in flags.items() if wanted}
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -356,6 +390,8 @@ class SppSclModel(SppSclPreTrainedModel):
         text_hidden_states: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
         image_features: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SppSclOutput | tuple:
@@ -367,10 +403,14 @@ class SppSclModel(SppSclPreTrainedModel):
             The vision tower's feature map, used instead of running it on `pixel_values`.
         labels (`torch.LongTensor` of shape `(B,)`, *optional*):
             With labels, `loss` is the step-1 objective (weighted cross-entropy and both intra-modal losses).
+        output_hidden_states, output_attentions (`bool`, *optional*, default from the config):
+            Return the towers' outputs with their hidden states / attentions (`text_model_output`,
+            `vision_model_output`) for each tower the model runs (not for `text_hidden_states` / `image_features`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        hidden = self._text_hidden(input_ids, attention_mask, token_type_ids, text_hidden_states)
-        feature_map = self._image_map(pixel_values, image_features)
+        tower_kwargs = self._tower_output_flags(output_hidden_states, output_attentions)
+        hidden, text_output = self._text_hidden(input_ids, attention_mask, token_type_ids, text_hidden_states, **tower_kwargs)
+        feature_map, vision_output = self._image_map(pixel_values, image_features, **tower_kwargs)
         if hidden.shape[1] != feature_map.shape[0]:
             raise ValueError(
                 f"The text batch has {hidden.shape[1]} samples but the image batch has {feature_map.shape[0]}"
@@ -387,8 +427,11 @@ class SppSclModel(SppSclPreTrainedModel):
         terms = {}
         if labels is not None:
             terms = step_one_objective(logits, text_embeds, image_embeds, labels, self.config)
+        if not tower_kwargs:
+            text_output = vision_output = None
         output = SppSclOutput(
-            logits=logits, text_embeds=text_embeds, image_embeds=image_embeds, fused_embeds=fused_embeds, **terms
+            logits=logits, text_embeds=text_embeds, image_embeds=image_embeds, fused_embeds=fused_embeds, **terms,
+            text_model_output=text_output, vision_model_output=vision_output,
         )
         return output if return_dict else output.to_tuple()
 

@@ -397,7 +397,9 @@ def test_model_card_metadata_round_trips(export):
     expected = eval_results_from_metrics(METRICS, DATASET_NAME, None)
     assert card.data.eval_results == expected
     assert card.data.model_name == "sppscl-default-synthetic-demo-set"
-    assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
+    # Issue 11: no pipeline_tag (the text-classification widget cannot run this model) and the widget turned off.
+    assert card.data.pipeline_tag is None and card.data.to_dict()["inference"] is False
+    assert card.data.library_name == "transformers"
     assert card.data.license == "apache-2.0" and card.data.base_model == BASE_MODELS
     assert {"sppscl", "sppscl-default", "multimodal", "sentiment-analysis"} <= set(card.data.tags)
     assert metadata_load(export.folder / "README.md")["model-index"][0]["name"] == card.data.model_name

@@ -1,8 +1,9 @@
 """The model card (README.md) of a trained SPP-SCL model: Hub metadata with evaluation results, and the text.
 
-The Hub has no image-text classification task, so the card declares `pipeline_tag: text-classification`: the
-closest task whose output (a score per label) and sub-tasks (sentiment analysis) match; the card text says that
-the model needs an image with each text and loads through its own `image-text-classification` pipeline.
+The Hub has no image-text classification task, and its serverless widget runs no custom code, so the card declares
+no `pipeline_tag` and `inference: false` (no widget that would fail); the card points to the model's Space (a
+Gradio app, see `space.py`) instead. The evaluation results keep the closest Hub task, `text-classification`, so
+that they show on the model page.
 """
 
 import os
@@ -14,12 +15,12 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from ..configuration_sppscl import SWITCHES
+from ..configuration_sppscl import MIN_TRANSFORMERS_VERSION, SWITCHES
 
 
 # Package data, so that an installed package (a wheel too) writes cards; model_cards/ links to it.
 TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
-PIPELINE_TAG = "text-classification"
+RESULTS_TASK = "text-classification"
 TASK_NAME = "Image-Text Classification"
 # Result key -> (metric id on the Hub, display name, arguments of the metric).
 HEADLINE_METRICS: dict[str, tuple[str, str, dict[str, str] | None]] = {
@@ -58,7 +59,7 @@ def eval_results_from_metrics(
         for key, (metric_type, metric_name, metric_args) in HEADLINE_METRICS.items():
             results.append(
                 EvalResult(
-                    task_type=PIPELINE_TAG,
+                    task_type=RESULTS_TASK,
                     task_name=TASK_NAME,
                     dataset_type=dataset_id or _slug(dataset_name),
                     dataset_name=dataset_name,
@@ -75,7 +76,7 @@ def eval_results_from_metrics(
 def _tags(config: Any) -> list[str]:
     labels = " ".join(str(label).lower() for label in config.id2label.values())
     task_tag = "sarcasm-detection" if "sarcas" in labels else "sentiment-analysis"
-    return [CARD_TAG, f"sppscl-{config.variant}", "multimodal", "image-text-classification", task_tag, "contrastive-learning"]
+    return [CARD_TAG, f"sppscl-{config.variant}", "multimodal", "image-text-classification", task_tag, "contrastive-learning", "custom_code"]
 
 
 def _result_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
@@ -127,6 +128,7 @@ def build_model_card(
     *,
     model_name: str | None = None,
     repo_id: str | None = None,
+    space_id: str | None = None,
     template_path: str | Path = TEMPLATE_PATH,
 ) -> ModelCard:
     """The card of a trained model.
@@ -141,7 +143,8 @@ def build_model_card(
         dataset_name, dataset_id: the dataset's display name and, when it is on the Hub, its id.
         license: the license identifier of the card metadata.
         model_name: name of the model in the card and its evaluation results (default from variant and dataset).
-        repo_id: the repository shown in the usage examples (default: a placeholder path).
+        repo_id: the Hub repository (or local folder) the usage examples load (default: a placeholder path).
+        space_id: the model's Space on the Hub, linked from the card.
     """
     model_name = model_name or f"sppscl-{config.variant}-{_slug(dataset_name)}"
     hub_bases = [name for name in base_models if _is_hub_model_id(name)]
@@ -153,14 +156,16 @@ def build_model_card(
         eval_results=eval_results_from_metrics(metrics, dataset_name, dataset_id),
         library_name="transformers",
         license=license,
-        pipeline_tag=PIPELINE_TAG,
         tags=_tags(config),
+        inference=False,
     )
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path),
         model_name=model_name,
         repo_id=repo_id,
+        space_id=space_id,
+        min_transformers_version=MIN_TRANSFORMERS_VERSION,
         dataset_name=dataset_name,
         dataset_id=dataset_id,
         hub_bases=hub_bases,

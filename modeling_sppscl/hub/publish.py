@@ -1,0 +1,91 @@
+"""What `run_sppscl.py` publishes for a trained model: the Hub access check made before any work, the model card
+and the Space. The argument objects are run_sppscl's dataclasses."""
+
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+from .model_card import write_model_card
+from .space import write_space
+
+
+class HubAccessError(SystemExit):
+    """The Hub cannot be used as asked: exits with one line that says why and what to check (no traceback)."""
+
+
+def _one_line(error: Exception) -> str:
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def check_hub_repo(repo_id: str, option: str, token: str | None = None, private: bool | None = None, repo_type: str = "model") -> str:
+    """Check the token and create (or reuse) `repo_id`; return its full id (`user/name` for a bare name).
+
+    Called before any data loading, extraction or training, so that an offline machine, a missing or read-only
+    token, or a namespace one may not write to stops the run at once, in one line naming `option`.
+    """
+    api = HfApi(token=token)
+    try:
+        user = api.whoami()["name"]
+        full_id = repo_id if "/" in repo_id else f"{user}/{repo_id}"
+        extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
+        return api.create_repo(full_id, repo_type=repo_type, private=private, exist_ok=True, **extra).repo_id
+    # Whatever the cause (no network, offline mode, no token, no write access, a proxy), the answer is the same:
+    # stop now, before hours of work, with the reason.
+    except Exception as error:
+        raise HubAccessError(
+            f"{option} {repo_id}: the Hub cannot be used ({_one_line(error)}). Check the network, the token "
+            "(`hf auth login` or --hub_token) and your write access to that namespace; or run without it."
+        ) from None
+
+
+def check_hub_access(space_args, training_args) -> None:
+    """Before any work: the token and the repositories of --push_to_hub / --push_space (one-line error if unusable);
+    `hub_model_id` becomes the full repository id, which the card's snippets and the Space load."""
+    if space_args.push_space and not training_args.push_to_hub:
+        raise HubAccessError("--push_space needs --push_to_hub: the Space loads the model from its Hub repository")
+    if not training_args.push_to_hub or not training_args.should_save:
+        return
+    requested = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+    token, private = training_args.hub_token, training_args.hub_private_repo
+    training_args.hub_model_id = check_hub_repo(requested, "--push_to_hub", token, private)
+    if space_args.push_space:
+        space_args.push_space = check_hub_repo(space_args.push_space, "--push_space", token, private, repo_type="space")
+
+
+def write_card(output_dir: Path, model, results: dict, model_args, data_args, training_args, space_args, demo: bool) -> dict:
+    """Write the model card; return the per-split metrics it shows."""
+    split_metrics = {}
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        if split in results:
+            metrics = results[split]
+            split_metrics[split] = {key[len(prefix) + 1 :]: value for key, value in metrics.items() if key.startswith(prefix + "_")}
+    base_models = [name for name in (model_args.model_name_or_path, model_args.text_model_name_or_path, model_args.vision_model_name_or_path) if name]
+    summary = {
+        "variant": model.config.variant,
+        "update": training_args.sppscl_update,
+        "epochs": training_args.num_train_epochs,
+        "batch_size": training_args.per_device_train_batch_size * max(1, training_args.world_size),
+        "learning_rate": training_args.learning_rate,
+        "lr_halving_epochs": training_args.lr_halving_epochs,
+        "seed": training_args.seed,
+    }
+    # The snippets load what a reader has: the Hub repository when pushed, else this folder.
+    repo_id = training_args.hub_model_id if training_args.push_to_hub else str(output_dir)
+    write_model_card(output_dir, model.config, split_metrics, summary, base_models, dataset_display_name(data_args, demo),
+                     data_args.dataset_name, repo_id=repo_id, space_id=space_args.push_space)
+    return split_metrics
+
+
+def dataset_display_name(data_args, demo: bool) -> str:
+    return "synthetic demo set" if demo else str(data_args.dataset_name or data_args.data_dir or data_args.hfm_text_dir or data_args.train_file)
+
+
+def write_model_space(output_dir: Path, model, metrics: dict, raw_splits: dict, training_args) -> None:
+    """The Space for this model in output_dir/space, with up to three pairs of the evaluation data as examples."""
+    source = raw_splits.get("validation") or raw_splits.get("test") or raw_splits.get("train")
+    rows = [] if source is None else [row for row in source.select(range(min(len(source), 8))) if row["image"] is not None][:3]
+    labels = [model.config.id2label[index] for index in sorted(model.config.id2label)]
+    location = training_args.hub_model_id if training_args.push_to_hub else str(output_dir)
+    title = f"SPP-SCL: {Path(location).name}"
+    write_space(output_dir / "space", location, labels, title, metrics, examples=[(row["image"], row["text"]) for row in rows])
