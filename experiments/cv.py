@@ -67,7 +67,8 @@ def cached_pool(args, shard_indices=None):
         start = time.perf_counter()
         cached.append(extract_features(model, processor, shards[index], cache_dir=Path(args.output_dir) / "feature_cache"))
         logger.info("shard %s: %.0f s", SHARDS[index], time.perf_counter() - start)
-    return concatenate_datasets(cached), label_names, towers
+    # numpy keeps the stored dtype, as `load_feature_cache` formats a single cache.
+    return concatenate_datasets(cached).with_format("numpy", dtype=None), label_names, towers
 
 
 def folds(pool, path: Path) -> list[np.ndarray]:
@@ -147,7 +148,13 @@ def read_runs(path: Path) -> list[dict]:
 
 
 def run_key(record: dict) -> tuple:
-    return record["label"], json.dumps(record["recipe"], sort_keys=True), record["fold"], record["seed"]
+    return json.dumps(record["recipe"], sort_keys=True), record["fold"], record["seed"]
+
+
+def append_run(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def run_all(args) -> None:
@@ -157,30 +164,37 @@ def run_all(args) -> None:
     torch.set_num_threads(args.threads)
     recipe = None if args.command == "probe" else recipe_with(RECIPES[args.recipe], args.set)
     label = args.label or ("probe" if recipe is None else args.recipe)
-    done = {run_key(record) for record in read_runs(results / "runs.jsonl")}
+    runs = read_runs(results / "runs.jsonl")
+    labelled = {(record["label"], *run_key(record)) for record in runs}
+    # The same recipe, fold and seed run under another label (a search trial) is copied, not trained again.
+    earlier = {run_key(record): record for record in runs}
     for seed in args.seeds if recipe else [0]:  # the probe is deterministic
         for fold in args.folds:
             record = {"label": label, "recipe": recipe or {"C_grid": PROBE_C_GRID}, "fold": fold, "seed": seed}
-            if run_key(record) in done:
+            if (label, *run_key(record)) in labelled:
                 continue
             start = time.perf_counter()
-            if recipe is None:
+            if run_key(record) in earlier:
+                record = {**earlier[run_key(record)], "label": label, "copied_from": earlier[run_key(record)]["label"]}
+            elif recipe is None:
                 record.update(probe_run(pool, fold_indices, fold, label_names))
             else:
                 record.update(head_run(pool, fold_indices, fold, seed, recipe, towers, label_names, Path(args.output_dir)))
-            record.update(wall_seconds=round(time.perf_counter() - start, 1), threads=args.threads)
-            with (results / "runs.jsonl").open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            record.setdefault("wall_seconds", round(time.perf_counter() - start, 1))
+            record.setdefault("threads", args.threads)
+            append_run(results / "runs.jsonl", record)
             logger.info("%s fold %d seed %d: W-F1 %.4f M-F1 %.4f (%.0f s)", label, fold, seed,
                         record["weighted_f1"], record["macro_f1"], record["wall_seconds"])
 
 
 # ----- table ---------------------------------------------------------------------------------------------------
 def table(path: Path) -> str:
-    """Mean +- sample std over every (seed, fold) run of each label, in percent, in the order first run."""
+    """Mean +- sample std over every (seed, fold) run of each label (each search trial), in percent, in the order
+    first run."""
     by_label = defaultdict(list)
     for record in read_runs(path):
-        by_label[record["label"]].append(record)
+        # Each search trial is its own row.
+        by_label[record["label"] + (f" #{record['trial']}" if "trial" in record else "")].append(record)
     lines = ["| row | folds x seeds | " + " | ".join(SCORES) + " | s / run |", "|---" * (len(SCORES) + 3) + "|"]
     for label, records in by_label.items():
         cells = []

@@ -6,12 +6,11 @@
 Each trial trains the one-step SPP-SCL head (one-step: half the cost of two-step; the update is compared in the
 ablations) on the training folds of every `--folds` fold and scores the held-out fold after its last epoch; the
 objective is the mean over those folds of (weighted F1 + macro F1) / 2, so that the small neutral class counts.
-Every fold run is a record in `runs.jsonl` (label `search`, the trial's recipe), and the optuna study is kept in
+Every fold run is a record in `runs.jsonl` (label `search`, the trial's number and recipe), and the optuna study is kept in
 a journal file next to it, so an interrupted search resumes with the trials it has.
 """
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -24,7 +23,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from experiments.cv import RESULTS_DIR, cached_pool, folds, head_run  # noqa: E402
+from experiments.cv import RESULTS_DIR, append_run, cached_pool, folds, head_run  # noqa: E402
 from experiments.cv_recipes import PAPER  # noqa: E402
 
 
@@ -72,8 +71,7 @@ def main(argv=None) -> None:
             record = {"label": "search", "trial": trial.number, "recipe": recipe, "fold": fold, "seed": args.seed}
             record.update(head_run(pool, fold_indices, fold, args.seed, recipe, towers, label_names, Path(args.output_dir)))
             record.update(wall_seconds=round(time.perf_counter() - start, 1), threads=args.threads)
-            with (results / "search.jsonl").open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_run(results / "runs.jsonl", record)
             scores.append((record["weighted_f1"] + record["macro_f1"]) / 2)
         return statistics.fmean(scores)
 
