@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,9 +91,31 @@ class DataArguments:
     )
 
 
+# Recipes chosen by cross-validation (docs/RESULTS.md, experiments/cv.py): `--preset NAME` puts these flags before
+# the command line's own, so a flag given explicitly still wins (a given --config_overrides replaces the preset's).
+PRESETS: dict[str, list[str]] = {
+    "cv_small_towers": [
+        "--sppscl_update", "one_step", "--num_train_epochs", "EPOCHS", "--learning_rate", "LR",
+        "--lr_scheduler_type", "linear", "--weight_decay", "1e-6",
+        "--per_device_train_batch_size", "64", "--per_device_eval_batch_size", "64",
+        "--config_overrides", "CONFIG",
+    ],
+}
+
+
+def expand_preset(argv: list[str]) -> list[str]:
+    if "--preset" not in argv:
+        return argv
+    index = argv.index("--preset")
+    name = argv[index + 1] if index + 1 < len(argv) else None
+    if name not in PRESETS:
+        raise ValueError(f"--preset must be followed by one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name] + argv[:index] + argv[index + 2 :]
+
+
 def parse_arguments() -> tuple[ModelArguments, DataArguments, SppSclTrainingArguments]:
     parser = HfArgumentParser((ModelArguments, DataArguments, SppSclTrainingArguments))
-    argv = sys.argv[1:] or DEMO_ARGS
+    argv = expand_preset(sys.argv[1:]) or DEMO_ARGS
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(json_file=str(Path(argv[0]).resolve()))
     return parser.parse_args_into_dataclasses(args=argv)
@@ -124,7 +147,8 @@ def load_data(data_args: DataArguments, seed: int):
 
 def parse_config_overrides(text: str | None) -> dict:
     overrides = {}
-    for item in filter(None, (text or "").split(",")):
+    # Commas inside brackets belong to a list value (class_weights=[1,2,1]).
+    for item in filter(None, re.split(r",(?![^\[]*\])", text or "")):
         if "=" not in item:
             raise ValueError(f"--config_overrides: expected name=value, got {item!r}")
         name, value = item.split("=", 1)

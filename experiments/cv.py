@@ -3,7 +3,7 @@
 
     python experiments/cv.py cache [--shards 0 1 2]       # tower outputs, once (shards: parallel processes)
     python experiments/cv.py probe [--folds 0 1 2 3 4]    # logistic-regression probe, C by inner CV
-    python experiments/cv.py head --recipe NAME [--set key=value ...] [--folds ...] [--seeds ...] [--label ROW]
+    python experiments/cv.py head --recipe NAME|search_best [--set key=value ...] [--folds ...] [--seeds ...] [--label ROW]
     python experiments/cv.py table                        # markdown table, mean +- std over (seed, fold)
 
 Train and dev (4061 pairs) are pooled and split into k=5 stratified folds with a fixed seed; the folds are written
@@ -151,6 +151,21 @@ def run_key(record: dict) -> tuple:
     return json.dumps(record["recipe"], sort_keys=True), record["fold"], record["seed"]
 
 
+def best_search_recipe(runs: list[dict]) -> dict | None:
+    """The recipe of the search trial with the best mean (weighted F1 + macro F1) / 2, among the trials run on
+    the most folds (the objective of `cv_search.py`)."""
+    trials = defaultdict(list)
+    for record in runs:
+        if record["label"] == "search":
+            trials[record["trial"]].append(record)
+    if not trials:
+        return None
+    most = max(len(records) for records in trials.values())
+    best = max((records for records in trials.values() if len(records) == most),
+               key=lambda records: statistics.fmean((r["weighted_f1"] + r["macro_f1"]) / 2 for r in records))
+    return best[0]["recipe"]
+
+
 def append_run(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
@@ -162,7 +177,10 @@ def run_all(args) -> None:
     pool, label_names, towers = cached_pool(args)
     fold_indices = folds(pool, results / "folds.json")
     torch.set_num_threads(args.threads)
-    recipe = None if args.command == "probe" else recipe_with(RECIPES[args.recipe], args.set)
+    recipes = {**RECIPES, "search_best": best_search_recipe(read_runs(results / "runs.jsonl"))}
+    if args.command == "head" and recipes[args.recipe] is None:
+        raise ValueError(f"--recipe search_best: no search trial in {results / 'runs.jsonl'}; run cv_search.py first")
+    recipe = None if args.command == "probe" else recipe_with(recipes[args.recipe], args.set)
     label = args.label or ("probe" if recipe is None else args.recipe)
     runs = read_runs(results / "runs.jsonl")
     labelled = {(record["label"], *run_key(record)) for record in runs}
@@ -214,7 +232,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs/mvsa_single", help="Towers and feature cache (not committed).")
     parser.add_argument("--results_dir", default=str(RESULTS_DIR))
     parser.add_argument("--shards", nargs="+", type=int, default=None, help="cache: which of SHARDS to extract.")
-    parser.add_argument("--recipe", default="paper_one_step", choices=sorted(RECIPES))
+    parser.add_argument("--recipe", default="paper_one_step", choices=[*sorted(RECIPES), "search_best"],
+                        help="A named recipe, or search_best: the best trial of cv_search.py so far.")
     parser.add_argument("--set", nargs="*", default=[], help="Recipe overrides, e.g. learning_rate=1e-3 config.dropout=0.3.")
     parser.add_argument("--label", default=None, help="Row name in runs.jsonl (default: the recipe name).")
     parser.add_argument("--folds", nargs="+", type=int, default=list(range(NUM_FOLDS)))

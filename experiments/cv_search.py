@@ -36,7 +36,7 @@ def suggest_recipe(trial: optuna.Trial) -> dict:
     return {
         **PAPER, "update": "one_step", "lr_halving_epochs": None,
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True),
-        "epochs": trial.suggest_int("epochs", 3, 12),
+        "epochs": trial.suggest_int("epochs", 3, 8),
         "config": {
             "dropout": trial.suggest_float("dropout", 0.0, 0.5),
             "temperature": trial.suggest_float("temperature", 0.05, 0.5, log=True),
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
                                 sampler=optuna.samplers.TPESampler(seed=args.seed), load_if_exists=True)
     # The paper's ratios at a typical head learning rate are the first trial, so the search starts from them.
     if not study.trials:
-        study.enqueue_trial({"intra_loss_weight": 0.2, "learning_rate": 1e-3, "epochs": 8, "dropout": 0.2,
+        study.enqueue_trial({"intra_loss_weight": 0.2, "learning_rate": 1e-3, "epochs": 6, "dropout": 0.2,
                              "temperature": 0.07, "inter_loss_weight": 0.2, "neutral_class_weight": 1.0})
     remaining = args.trials - len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
     study.optimize(objective, n_trials=max(0, remaining))

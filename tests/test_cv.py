@@ -53,3 +53,13 @@ def test_table_averages_over_folds_and_seeds(tmp_path):
     row = cv.table(path).splitlines()[2]
     # weighted F1 over the four runs: 60, 60, 70, 70 -> mean 65, sample std 5.77
     assert row.startswith("| `a` | 2 x 2 | 50.00 ± 0.00 | 65.00 ± 5.77 | 50.00 ± 0.00")
+
+
+def test_best_search_recipe_prefers_the_best_trial_on_the_most_folds():
+    def run(trial, fold, weighted, macro):
+        return {"label": "search", "trial": trial, "fold": fold, "recipe": {"trial": trial}, "weighted_f1": weighted, "macro_f1": macro}
+
+    runs = [run(0, 0, 0.70, 0.60), run(0, 1, 0.70, 0.60), run(1, 0, 0.72, 0.62), run(1, 1, 0.66, 0.56),
+            run(2, 0, 0.90, 0.90)]  # trial 2 has one fold only (interrupted): not eligible
+    assert cv.best_search_recipe(runs) == {"trial": 0}
+    assert cv.best_search_recipe([]) is None
