@@ -5,6 +5,7 @@
     python experiments/cv.py probe [--folds 0 1 2 3 4]    # logistic-regression probe, C by inner CV
     python experiments/cv.py head --recipe NAME|search_best [--set key=value ...] [--folds ...] [--seeds ...] [--label ROW]
     python experiments/cv.py table                        # markdown table, mean +- std over (seed, fold)
+    python experiments/cv.py compare --rows A B           # paired differences A - B per (fold, seed)
 
 Train and dev (4061 pairs) are pooled and split into k=5 stratified folds with a fixed seed; the folds are written
 once to `<results_dir>/folds.json` (sample ids per fold), so every run uses the same ones. A head trains on k-1
@@ -193,7 +194,8 @@ def run_all(args) -> None:
                 continue
             start = time.perf_counter()
             if run_key(record) in earlier:
-                record = {**earlier[run_key(record)], "label": label, "copied_from": earlier[run_key(record)]["label"]}
+                source = earlier[run_key(record)]
+                record = {**{k: v for k, v in source.items() if k != "trial"}, "label": label, "copied_from": source["label"]}
             elif recipe is None:
                 record.update(probe_run(pool, fold_indices, fold, label_names))
             else:
@@ -225,9 +227,25 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def paired_differences(path: Path, first: str, second: str) -> str:
+    """`first` minus `second` on the (fold, seed) runs both have, in points: each pair, then mean +- sample std."""
+    by_run = defaultdict(dict)
+    for record in read_runs(path):
+        by_run[record["label"]][(record["fold"], record["seed"])] = record
+    shared = sorted(set(by_run[first]) & set(by_run[second]))
+    lines = []
+    for name in ("weighted_f1", "macro_f1", "f1_neutral"):
+        differences = [100 * (by_run[first][run][name] - by_run[second][run][name]) for run in shared]
+        spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
+        pairs = ", ".join(f"{d:+.2f}" for d in differences)
+        lines.append(f"{first} - {second}, {name}: {statistics.fmean(differences):+.2f} ± {spread:.2f} over {len(shared)} (fold, seed) pairs [{pairs}]")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("cache", "probe", "head", "table"))
+    parser.add_argument("command", choices=("cache", "probe", "head", "table", "compare"))
+    parser.add_argument("--rows", nargs=2, default=None, metavar=("FIRST", "SECOND"), help="compare: two row labels.")
     parser.add_argument("--data_dir", default=str(REPO_ROOT.parent / "shared" / "data" / "mvsa_single"))
     parser.add_argument("--output_dir", default="outputs/mvsa_single", help="Towers and feature cache (not committed).")
     parser.add_argument("--results_dir", default=str(RESULTS_DIR))
@@ -247,6 +265,8 @@ def main(argv=None) -> None:
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     if args.command == "table":
         print(table(Path(args.results_dir) / "runs.jsonl"))
+    elif args.command == "compare":
+        print(paired_differences(Path(args.results_dir) / "runs.jsonl", *args.rows))
     elif args.command == "cache":
         torch.set_num_threads(args.threads)
         cached_pool(args, args.shards)
