@@ -94,11 +94,13 @@ class DataArguments:
 # Recipes chosen by cross-validation (docs/RESULTS.md, experiments/cv.py): `--preset NAME` puts these flags before
 # the command line's own, so a flag given explicitly still wins (a given --config_overrides replaces the preset's).
 PRESETS: dict[str, list[str]] = {
-    "cv_small_towers": [
-        "--sppscl_update", "one_step", "--num_train_epochs", "EPOCHS", "--learning_rate", "LR",
+    # experiments/cv_recipes.py CANDIDATE: frozen small towers (MiniLM + EfficientNet-Lite0) on MVSA-Single.
+    "small_towers_cv": [
+        "--sppscl_update", "one_step", "--num_train_epochs", "6", "--learning_rate", "1e-3",
         "--lr_scheduler_type", "linear", "--weight_decay", "1e-6",
         "--per_device_train_batch_size", "64", "--per_device_eval_batch_size", "64",
-        "--config_overrides", "CONFIG",
+        "--config_overrides", "dropout=0.2,temperature=0.07,ce_loss_weight=1,intra_text_loss_weight=0.2,"
+        "intra_image_loss_weight=0.2,inter_loss_weight=0.2,class_weights=[1,2,1]",
     ],
 }
 
