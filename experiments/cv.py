@@ -104,7 +104,7 @@ def scores_of(metrics: dict, prefix: str = "eval_") -> dict:
     return {name: round(float(metrics[prefix + name]), 6) for name in SCORES}
 
 
-def probe_run(pool, fold_indices, fold: int, label_names) -> dict:
+def probe_run(features: np.ndarray, labels: np.ndarray, fold_indices, fold: int, label_names) -> dict:
     """Standardised LogisticRegression on the pooled tower features (as `mvsa_single.py`'s `logreg`), C by
     stratified 5-fold CV on the training folds only (weighted F1), class_weight None."""
     from sklearn.linear_model import LogisticRegressionCV
@@ -113,11 +113,12 @@ def probe_run(pool, fold_indices, fold: int, label_names) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    train, held_out = split_fold(pool, fold_indices, fold)
+    held_out = fold_indices[fold]
+    train = np.setdiff1d(np.arange(len(labels)), held_out)
     inner = StratifiedKFold(n_splits=5, shuffle=True, random_state=FOLD_SEED)
     classifier = LogisticRegressionCV(Cs=list(PROBE_C_GRID), cv=inner, scoring="f1_weighted", max_iter=5000)
-    probe = make_pipeline(StandardScaler(), classifier).fit(pooled_features(train), np.asarray(train["label"]))
-    predicted, truth = probe.predict(pooled_features(held_out)), np.asarray(held_out["label"])
+    probe = make_pipeline(StandardScaler(), classifier).fit(features[train], labels[train])
+    predicted, truth = probe.predict(features[held_out]), labels[held_out]
     per_class = f1_score(truth, predicted, average=None, labels=list(range(len(label_names))))
     metrics = {"accuracy": accuracy_score(truth, predicted), "weighted_f1": f1_score(truth, predicted, average="weighted"),
                "macro_f1": f1_score(truth, predicted, average="macro"), **{f"f1_{n}": v for n, v in zip(label_names, per_class)}}
@@ -183,6 +184,8 @@ def run_all(args) -> None:
         raise ValueError(f"--recipe search_best: no search trial in {results / 'runs.jsonl'}; run cv_search.py first")
     recipe = None if args.command == "probe" else recipe_with(recipes[args.recipe], args.set)
     label = args.label or ("probe" if recipe is None else args.recipe)
+    # Pooled once: reading the whole cache back is the probe's main cost.
+    probe_data = (pooled_features(pool), np.asarray(pool["label"])) if recipe is None else None
     runs = read_runs(results / "runs.jsonl")
     labelled = {(record["label"], *run_key(record)) for record in runs}
     # The same recipe, fold and seed run under another label (a search trial) is copied, not trained again.
@@ -197,7 +200,7 @@ def run_all(args) -> None:
                 source = earlier[run_key(record)]
                 record = {**{k: v for k, v in source.items() if k != "trial"}, "label": label, "copied_from": source["label"]}
             elif recipe is None:
-                record.update(probe_run(pool, fold_indices, fold, label_names))
+                record.update(probe_run(*probe_data, fold_indices, fold, label_names))
             else:
                 record.update(head_run(pool, fold_indices, fold, seed, recipe, towers, label_names, Path(args.output_dir)))
             record.setdefault("wall_seconds", round(time.perf_counter() - start, 1))
