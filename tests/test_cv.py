@@ -63,3 +63,16 @@ def test_best_search_recipe_prefers_the_best_trial_on_the_most_folds():
             run(2, 0, 0.90, 0.90)]  # trial 2 has one fold only (interrupted): not eligible
     assert cv.best_search_recipe(runs) == {"trial": 0}
     assert cv.best_search_recipe([]) is None
+
+
+def test_paired_differences_use_the_runs_both_rows_have(tmp_path):
+    scores = dict.fromkeys(cv.SCORES, 0.5)
+    records = [{"label": "a", "fold": 0, "seed": 0, **scores, "weighted_f1": 0.70},
+               {"label": "a", "fold": 1, "seed": 0, **scores, "weighted_f1": 0.64},
+               {"label": "b", "fold": 0, "seed": 0, **scores, "weighted_f1": 0.60},
+               {"label": "b", "fold": 1, "seed": 0, **scores, "weighted_f1": 0.62},
+               {"label": "b", "fold": 2, "seed": 0, **scores, "weighted_f1": 0.10}]  # no partner in a: left out
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    first = cv.paired_differences(path, "a", "b").splitlines()[0]
+    assert first == "a - b, weighted_f1: +6.00 ± 5.66 over 2 (fold, seed) pairs [+10.00, +2.00]"
