@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +184,8 @@ def checkpoint_label_names(model_name_or_path: str | None) -> list[str] | None:
 
 def parse_config_overrides(text: str | None) -> dict:
     overrides = {}
-    for item in filter(None, (text or "").split(",")):
+    # Commas inside brackets belong to a list value (class_weights=[1,2,1]).
+    for item in filter(None, re.split(r",(?![^\[]*\])", text or "")):
         if "=" not in item:
             raise ValueError(f"--config_overrides: expected name=value, got {item!r}")
         name, value = item.split("=", 1)

@@ -92,6 +92,8 @@ class SppSclConfig(PreTrainedConfig):
         temperature (`float`, defaults to 0.07): temperature of the contrastive losses.
         ce_loss_weight, intra_text_loss_weight, intra_image_loss_weight, inter_loss_weight (`float`):
             weights of the loss terms (5, 1, 1, 1 as in the released training script).
+        class_weights (`list[float]`, *optional*): per-class weights of the cross-entropy, in label-id order
+            (e.g. to weigh up a small class); None: unweighted, as in the paper.
         gate_ratio (`float`, defaults to 2/3): the inter-modal step is skipped when the number of text-image
             similarities below the mean matched-pair similarity reaches `floor(same_label_pairs * gate_ratio)`.
         freeze_text_model, freeze_vision_model (`bool`, defaults to `True`): freeze the towers.
@@ -134,6 +136,7 @@ class SppSclConfig(PreTrainedConfig):
     intra_text_loss_weight: float = 1.0
     intra_image_loss_weight: float = 1.0
     inter_loss_weight: float = 1.0
+    class_weights: list[float] | None = None
     gate_ratio: float = 2.0 / 3.0
     freeze_text_model: bool = True
     freeze_vision_model: bool = True
@@ -185,6 +188,13 @@ class SppSclConfig(PreTrainedConfig):
             )
         if self.num_labels < 2:
             raise ValueError(f"SppSclConfig needs at least 2 labels, got {self.num_labels}")
+        if self.class_weights is not None and (
+            len(self.class_weights) != self.num_labels or not all(weight > 0 for weight in self.class_weights)
+        ):
+            raise ValueError(
+                f"SppSclConfig.class_weights must hold {self.num_labels} positive weights (one per label, in id "
+                f"order), got {self.class_weights!r}"
+            )
 
     @property
     def image_feature_channels(self) -> int | None:

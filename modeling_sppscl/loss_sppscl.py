@@ -115,8 +115,9 @@ def step_one_objective(
     `"loss"`.
     """
     contrastive_labels = labels if contrastive_labels is None else contrastive_labels
+    class_weights = None if config.class_weights is None else logits.new_tensor(config.class_weights)
     terms = {
-        "ce_loss": F.cross_entropy(logits, labels),
+        "ce_loss": F.cross_entropy(logits, labels, weight=class_weights),
         "intra_text_loss": intra_modal_contrastive_loss(text_embeds, contrastive_labels, config.temperature, config.contrastive_loss),
         "intra_image_loss": intra_modal_contrastive_loss(image_embeds, contrastive_labels, config.temperature, config.contrastive_loss),
     }

