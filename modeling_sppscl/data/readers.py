@@ -94,10 +94,16 @@ def load_hfm_text_files(
     if images is not None and not images.is_dir():
         raise FileNotFoundError(f"HFM image folder not found: {images}")
     files = given_split_files(train_file, validation_file, test_file)
-    report = new_report(", ".join(str(path) for path in files.values()), missing_image, text_only=images is None, empty_text=empty_text)
-    report["files"] = {split: str(path) for split, path in files.items()}
+    report = files_report(files, missing_image, text_only=images is None, empty_text=empty_text)
     raw = {split: read_hfm_lines(path, images, report) for split, path in files.items()}
     return build_loaded_data(raw, label_names or HFM_LABEL_NAMES, missing_image, report, verify_pixels)
+
+
+def files_report(files: dict[str, Path], missing_image: str, text_only: bool, empty_text: str) -> dict[str, Any]:
+    """A new report for data read from one file per split."""
+    report = new_report(", ".join(str(path) for path in files.values()), missing_image, text_only=text_only, empty_text=empty_text)
+    report["files"] = {split: str(path) for split, path in files.items()}
+    return report
 
 
 def load_csv_or_jsonl(
@@ -122,8 +128,7 @@ def load_csv_or_jsonl(
     other labels are names, sorted).
     """
     files = given_split_files(train_file, validation_file, test_file)
-    report = new_report(", ".join(str(path) for path in files.values()), missing_image, text_only=image_column is None, empty_text=empty_text)
-    report["files"] = {split: str(path) for split, path in files.items()}
+    report = files_report(files, missing_image, text_only=image_column is None, empty_text=empty_text)
     columns = {"image": image_column, "text": text_column, "label": label_column, "id": id_column}
     raw = {split: read_table_file(path, split, columns, report) for split, path in files.items()}
     return build_loaded_data(raw, label_names, missing_image, report, verify_pixels)
