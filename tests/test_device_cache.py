@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from modeling_sppscl.data.cached_collator import CachedFeatureCollator
+from modeling_sppscl.data.cache_format import CachedFeatureCollator
 from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeatureCache, device_bytes, select_device_batch
 from modeling_sppscl.data.feature_cache import extract_features
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments

@@ -9,7 +9,7 @@ import torch
 import accelerate.accelerator
 from accelerate import Accelerator
 
-from modeling_sppscl.data.cached_collator import CachedFeatureCollator
+from modeling_sppscl.data.cache_format import CachedFeatureCollator
 from modeling_sppscl.data.feature_cache import extract_features
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 

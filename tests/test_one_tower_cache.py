@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from modeling_sppscl.data.cached_collator import CachedFeatureCollator
+from modeling_sppscl.data.cache_format import CachedFeatureCollator
 from modeling_sppscl.data.collators import ImageTextCollator
 from modeling_sppscl.data.feature_cache import extract_features, frozen_towers
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from .cached_collator import CachedFeatureCollator
+from .cache_format import CachedFeatureCollator
 from .collators import Row, labels_tensor
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Array3D, Dataset, Features, List, Value
+from datasets import Dataset, Features
 from datasets import Image as ImageFeature
 from datasets.arrow_writer import ArrowWriter
 from torch.utils.data import DataLoader
 
 from ..modeling_sppscl import SppSclModel
+from .cache_format import cache_features
 from .collators import ImageTextCollator
 
 
@@ -43,23 +44,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def default_num_workers(device: torch.device) -> int:
     """Image-decoding workers: on an accelerator the host's cores are free for them; on a CPU the towers use them."""
     return 0 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
-
-
-def cache_features(
-    storage_dtype: str, feature_map_shape: tuple[int, int, int] | None, padded: bool, raw: Features | None = None
-) -> Features:
-    """Arrow schema of the cache's rows: the text tower's columns unless the text is kept `raw`, `image_features`
-    when `feature_map_shape` is given, and the `raw` columns kept for the tower that is not cached."""
-    raw = raw or Features()
-    columns = {"id": Value("string"), "label": Value("int64"), "length": Value("int32")}
-    if "text" not in raw:
-        columns["text_shape"] = List(Value("int32"), length=3)
-        columns["text_hidden_states"] = List(Value(storage_dtype))
-        if padded:
-            columns["attention_mask"] = List(Value("int8"))
-    if feature_map_shape is not None:
-        columns["image_features"] = Array3D(feature_map_shape, storage_dtype)
-    return Features({**columns, **raw})
 
 
 class _ExtractionInputs:

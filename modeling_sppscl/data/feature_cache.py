@@ -37,9 +37,9 @@ from datasets import Dataset
 
 from ..modeling_sppscl import SppSclModel
 from ..processing_sppscl import SppSclProcessor
-from .cached_collator import CachedFeatureCollator
+from .cache_format import CachedFeatureCollator, cache_features
 from .collators import ImageTextCollator
-from .extraction import STORAGE_DTYPES, TOWERS, cache_features, default_num_workers, resolve_precision, write_features
+from .extraction import STORAGE_DTYPES, TOWERS, default_num_workers, resolve_precision, write_features
 from .fingerprint import CACHE_FORMAT_VERSION, cache_fingerprint, cache_fingerprint_parts, processor_settings, weights_digest
 
 

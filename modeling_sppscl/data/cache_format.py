@@ -1,12 +1,31 @@
-"""Batches from the feature cache: cached tower outputs, and for a one-tower cache the other tower's raw inputs."""
+"""The rows of the feature cache: their Arrow schema, and their decoding into batches (cached tower outputs, and
+for a one-tower cache the other tower's raw inputs)."""
 
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from datasets import Array3D, Features, List, Value
 
 from .collators import ImageTextCollator, Row, labels_tensor, row_name
+
+
+def cache_features(
+    storage_dtype: str, feature_map_shape: tuple[int, int, int] | None, padded: bool, raw: Features | None = None
+) -> Features:
+    """Arrow schema of the cache's rows: the text tower's columns unless the text is kept `raw`, `image_features`
+    when `feature_map_shape` is given, and the `raw` columns kept for the tower that is not cached."""
+    raw = raw or Features()
+    columns = {"id": Value("string"), "label": Value("int64"), "length": Value("int32")}
+    if "text" not in raw:
+        columns["text_shape"] = List(Value("int32"), length=3)
+        columns["text_hidden_states"] = List(Value(storage_dtype))
+        if padded:
+            columns["attention_mask"] = List(Value("int8"))
+    if feature_map_shape is not None:
+        columns["image_features"] = Array3D(feature_map_shape, storage_dtype)
+    return Features({**columns, **raw})
 
 
 class CachedFeatureCollator:
