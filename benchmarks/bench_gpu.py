@@ -15,23 +15,20 @@ Usage: `python benchmarks/bench_gpu.py [--tiny] [--variants paper default]`; fig
 """
 
 import argparse
-import logging
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import BertConfig, ResNetConfig, TrainerCallback
-from transformers.utils import logging as hf_logging
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import StepTimer, load_line, machine_line, synthetic_rows, synthetic_tokenizer  # noqa: E402
+from bench_train import StepTimer, load_line, machine_line, quiet_libraries, synthetic_rows, synthetic_tokenizer  # noqa: E402
 from configuration_sppscl import SppSclConfig  # noqa: E402
 from modeling_sppscl import SppSclModel, SppSclProcessor, paper_image_processor  # noqa: E402
 from modeling_sppscl.data.collators import ImageTextCollator  # noqa: E402
@@ -150,9 +147,7 @@ def run_variant(variant: str, args, rows, tokenizer, device: torch.device, tmp: 
 
 def main() -> None:
     args = parse_args()
-    hf_logging.set_verbosity_error()
-    logging.disable(logging.WARNING)
-    warnings.filterwarnings("ignore", message="frozen_towers_follow_train_mode")
+    quiet_libraries()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
     print(f"machine: {machine_line()}; {gpu}; {load_line()}")

@@ -173,6 +173,14 @@ def profile_head_step(trainer: SppSclTrainer, batch: dict[str, torch.Tensor]) ->
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=45))
 
 
+def quiet_libraries() -> None:
+    """Only the benchmark's own lines: no library logs, and no warning that the paper variant runs its frozen towers
+    in train mode (the cache uses eval-mode towers on purpose)."""
+    hf_logging.set_verbosity_error()
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore", message="frozen_towers_follow_train_mode")
+
+
 def machine_line() -> str:
     names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
     cpu = names[0] if names else platform.processor()
@@ -186,10 +194,7 @@ def load_line() -> str:
 
 def main() -> None:
     args = parse_args()
-    hf_logging.set_verbosity_error()
-    logging.disable(logging.WARNING)
-    # The paper variant runs its frozen towers in train mode; the cache (b) uses eval-mode towers on purpose.
-    warnings.filterwarnings("ignore", message="frozen_towers_follow_train_mode")
+    quiet_libraries()
     print(f"machine: {machine_line()}; {load_line()}")
     print(f"setup: paper variant, BERT-base + ResNet-50 shapes (random weights), text padded to 202, "
           f"batch {args.batch_size}, {args.samples} synthetic samples (224x224 JPEG), two-step update (SppSclTrainer), cache in {args.storage_dtype}")
