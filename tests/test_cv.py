@@ -75,4 +75,4 @@ def test_paired_differences_use_the_runs_both_rows_have(tmp_path):
     path = tmp_path / "runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     first = cv.paired_differences(path, "a", "b").splitlines()[0]
-    assert first == "a - b, weighted_f1: +6.00 ± 5.66 over 2 (fold, seed) pairs [+10.00, +2.00]"
+    assert first == "a - b, weighted_f1: +6.00 ± 5.66 over 2 (fold, seed) pairs [+10.00, +2.00], 2 of 2 above 0"
