@@ -236,7 +236,9 @@ def table(path: Path) -> str:
         for name in SCORES:
             values = [100 * r[name] for r in records]
             cells.append(f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}")
-        shape = f"{len({r['fold'] for r in records})} x {len({r['seed'] for r in records})}"
+        num_folds, num_seeds = len({r["fold"] for r in records}), len({r["seed"] for r in records})
+        # Not every seed ran on every fold: say how many runs the row has.
+        shape = f"{num_folds} x {num_seeds}" + ("" if num_folds * num_seeds == len(records) else f" ({len(records)} runs)")
         wall = statistics.fmean(r["wall_seconds"] for r in records)
         lines.append(f"| `{label}` | {shape} | " + " | ".join(cells) + f" | {wall:.0f} |")
     return "\n".join(lines)

@@ -53,6 +53,9 @@ def test_table_averages_over_folds_and_seeds(tmp_path):
     row = cv.table(path).splitlines()[2]
     # weighted F1 over the four runs: 60, 60, 70, 70 -> mean 65, sample std 5.77
     assert row.startswith("| `a` | 2 x 2 | 50.00 ± 0.00 | 65.00 ± 5.77 | 50.00 ± 0.00")
+    # A seed that ran on some folds only: the row says how many runs it averages.
+    path.write_text("".join(json.dumps(r) + "\n" for r in records[:3]))
+    assert cv.table(path).splitlines()[2].startswith("| `a` | 2 x 2 (3 runs) |")
 
 
 def test_best_search_recipe_prefers_the_best_trial_on_the_most_folds():
