@@ -187,7 +187,7 @@ def load_minilm_text_tower() -> tuple[BertModel, PreTrainedTokenizerBase]:
 
 def save_tower_folders(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write `out_dir/minilm` (model and tokenizer) and `out_dir/efficientnet_lite0` (model and image processor)
-    as `save_pretrained` folders; load the latter after [`register_experiment_towers`]. Returns both folders."""
+    as `save_pretrained` folders; load the latter in a process that imported this module. Returns both folders."""
     text_folder, vision_folder = Path(out_dir) / "minilm", Path(out_dir) / "efficientnet_lite0"
     text_model, tokenizer = load_minilm_text_tower()
     text_model.save_pretrained(text_folder)

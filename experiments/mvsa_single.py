@@ -44,7 +44,8 @@ from transformers import AutoImageProcessor, AutoTokenizer, TrainerCallback, set
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from experiments.efficientnet_lite_tower import register_experiment_towers, save_tower_folders  # noqa: E402
+# Importing the tower module registers the EfficientNet-Lite tower with AutoConfig / AutoModel (spawned workers too).
+from experiments.efficientnet_lite_tower import save_tower_folders  # noqa: E402
 from modeling_sppscl import SppSclModel, SppSclProcessor  # noqa: E402
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator  # noqa: E402
 from modeling_sppscl.data.readers import load_clmlf_folder  # noqa: E402
@@ -106,7 +107,6 @@ class Recipe:
 # ----- towers and caches ----------------------------------------------------------------------------------------
 def prepare_towers(output_dir: Path) -> tuple[Path, Path]:
     """MiniLM and EfficientNet-Lite0 as `save_pretrained` folders (written once) that `AutoModel` can load."""
-    register_experiment_towers()
     text_folder, vision_folder = output_dir / "towers" / "minilm", output_dir / "towers" / "efficientnet_lite0"
     if not (text_folder / "config.json").is_file() or not (vision_folder / "config.json").is_file():
         save_tower_folders(output_dir / "towers")
@@ -345,8 +345,6 @@ def spread_subset(dataset, count: int):
 
 def start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
-    # A spawned process starts without the registration that lets AutoModel load the EfficientNet-Lite folder.
-    register_experiment_towers()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
