@@ -35,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from experiments.cv_recipes import RECIPES, recipe_with  # noqa: E402
+from experiments.efficientnet_lite_tower import TEXT_TOWERS  # noqa: E402
 from experiments.mvsa_single import build_model, build_processor, pooled_features, prepare_towers  # noqa: E402
 from modeling_sppscl.data.collators import ImageTextCollator  # noqa: E402
 from modeling_sppscl.data.feature_cache import TOWERS, CachedFeatureCollator, extract_features  # noqa: E402
@@ -48,6 +49,7 @@ RESULTS_DIR = REPO_ROOT / "experiments" / "results" / "mvsa_single_cv"
 # (split, start, stop): extracted by separate processes when the machine is shared; pooled in this order.
 SHARDS = (("train", 0, 1806), ("train", 1806, 3611), ("validation", 0, 450))
 NUM_FOLDS, FOLD_SEED = 5, 0
+DEFAULT_TEXT_TOWER = "minilm"
 PROBE_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 SCORES = ("accuracy", "weighted_f1", "macro_f1", "f1_positive", "f1_neutral", "f1_negative")
 
@@ -67,7 +69,7 @@ def cached_pool(args, shard_indices=None, cached_towers=TOWERS):
     """The pooled feature cache (train then dev), extracting the shards that are not cached yet. With
     `cached_towers=("vision",)` the text tower stays trainable and the rows keep the raw text."""
     shards, label_names = shard_datasets(args.data_dir)
-    towers = prepare_towers(Path(args.output_dir))
+    towers = prepare_towers(Path(args.output_dir), args.text_tower)
     model = build_model("default", towers, label_names, freeze_text_model="text" in cached_towers)
     processor = build_processor(model, towers)
     cached = []
@@ -162,7 +164,8 @@ def read_runs(path: Path) -> list[dict]:
 
 
 def run_key(record: dict) -> tuple:
-    return json.dumps(record["recipe"], sort_keys=True), record["fold"], record["seed"]
+    # Records of the first study have no "text_tower": they are MiniLM's.
+    return json.dumps(record["recipe"], sort_keys=True), record["fold"], record["seed"], record.get("text_tower", DEFAULT_TEXT_TOWER)
 
 
 def best_search_recipe(runs: list[dict]) -> dict | None:
@@ -196,6 +199,8 @@ def run_all(args) -> None:
     fold_indices = folds(pool, results / "folds.json")
     torch.set_num_threads(args.threads)
     label = args.label or ("probe" if recipe is None else args.recipe)
+    if args.text_tower != DEFAULT_TEXT_TOWER and not label.startswith(args.text_tower):
+        label = f"{args.text_tower}_{label}"
     # Pooled once: reading the whole cache back is the probe's main cost.
     probe_data = (pooled_features(pool), np.asarray(pool["label"])) if recipe is None else None
     runs = read_runs(results / "runs.jsonl")
@@ -205,6 +210,8 @@ def run_all(args) -> None:
     for seed in args.seeds if recipe else [0]:  # the probe is deterministic
         for fold in args.folds:
             record = {"label": label, "recipe": recipe or {"C_grid": PROBE_C_GRID}, "fold": fold, "seed": seed}
+            if args.text_tower != DEFAULT_TEXT_TOWER:
+                record["text_tower"] = args.text_tower
             if (label, *run_key(record)) in labelled:
                 continue
             start = time.perf_counter()
@@ -278,6 +285,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--folds", nargs="+", type=int, default=list(range(NUM_FOLDS)))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--text_tower", default=DEFAULT_TEXT_TOWER, choices=sorted(TEXT_TOWERS),
+                        help="MiniLM (the first study) or all-mpnet-base-v2; rows of another tower are named NAME_ROW.")
     return parser.parse_args(argv)
 
 

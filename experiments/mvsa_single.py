@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 # Importing the tower module registers the EfficientNet-Lite tower with AutoConfig / AutoModel (spawned workers too).
-from experiments.efficientnet_lite_tower import save_tower_folders  # noqa: E402
+from experiments.efficientnet_lite_tower import save_text_tower_folder, save_vision_tower_folder  # noqa: E402
 from modeling_sppscl import SppSclModel, SppSclProcessor  # noqa: E402
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator  # noqa: E402
 from modeling_sppscl.data.readers import load_clmlf_folder  # noqa: E402
@@ -105,11 +105,14 @@ class Recipe:
 
 
 # ----- towers and caches ----------------------------------------------------------------------------------------
-def prepare_towers(output_dir: Path) -> tuple[Path, Path]:
-    """MiniLM and EfficientNet-Lite0 as `save_pretrained` folders (written once) that `AutoModel` can load."""
-    text_folder, vision_folder = output_dir / "towers" / "minilm", output_dir / "towers" / "efficientnet_lite0"
-    if not (text_folder / "config.json").is_file() or not (vision_folder / "config.json").is_file():
-        save_tower_folders(output_dir / "towers")
+def prepare_towers(output_dir: Path, text_tower: str = "minilm") -> tuple[Path, Path]:
+    """The text tower (`TEXT_TOWERS` name) and EfficientNet-Lite0 as `save_pretrained` folders (written once) that
+    `AutoModel` can load."""
+    text_folder, vision_folder = output_dir / "towers" / text_tower, output_dir / "towers" / "efficientnet_lite0"
+    if not (text_folder / "config.json").is_file():
+        save_text_tower_folder(output_dir / "towers", text_tower)
+    if not (vision_folder / "config.json").is_file():
+        save_vision_tower_folder(output_dir / "towers")
     return text_folder, vision_folder
 
 

