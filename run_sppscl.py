@@ -283,7 +283,7 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
             name: extract_features(model, processor, dataset, cache_dir=cache_dir, batch_size=training_args.per_device_eval_batch_size,
                                    storage_dtype=data_args.feature_cache_dtype, towers=towers, device=training_args.device,
                                    precision=data_args.feature_extraction_precision,
-                                   num_workers=training_args.dataloader_num_workers or None)
+                                   num_workers=training_args.dataloader_num_workers or None, split=name)
             for name, dataset in splits.items()
         }
     if len(towers) == 1:
@@ -333,7 +333,8 @@ def set_up_logging(training_args: SppSclTrainingArguments) -> None:
     logging.captureWarnings(True)
     transformers.utils.logging.set_verbosity(level)
     datasets.utils.logging.set_verbosity(level)
-    if training_args.disable_tqdm:
+    # As the Trainer's own bars: one process per machine shows them.
+    if training_args.disable_tqdm or training_args.local_process_index != 0:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
         huggingface_hub.utils.disable_progress_bars()
