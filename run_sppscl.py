@@ -414,7 +414,7 @@ def main() -> dict:
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
             write_predictions(output_dir / f"predictions_{split}.csv", splits[split], logits, model.config.id2label)
     if trainer.is_world_process_zero():
-        metrics = write_card(output_dir, model, results, model_args, data_args, training_args, space_args, demo)
+        metrics = write_card(output_dir, trainer, results, model_args, data_args, space_args, demo)
         if space_args.write_space:
             write_model_space(output_dir, model, metrics, loaded.splits, training_args)
         if data_args.plot:

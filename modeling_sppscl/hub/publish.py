@@ -1,11 +1,12 @@
 """What `run_sppscl.py` publishes for a trained model: the Hub access check made before any work, the model card
 and the Space. The argument objects are run_sppscl's dataclasses."""
 
+import os
 from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from .model_card import write_model_card
+from .model_card import epoch_results, training_hyperparameters, write_model_card
 from .space import write_space
 
 
@@ -53,32 +54,59 @@ def check_hub_access(space_args, training_args) -> None:
         space_args.push_space = check_hub_repo(space_args.push_space, "--push_space", token, private, repo_type="space")
 
 
-def write_card(output_dir: Path, model, results: dict, model_args, data_args, training_args, space_args, demo: bool) -> dict:
-    """Write the model card; return the per-split metrics it shows."""
+def write_card(output_dir: Path, trainer, results: dict, model_args, data_args, space_args, demo: bool) -> dict:
+    """Write the model card from the run's own objects (config, `trainer.args`, `trainer.state.log_history`, the
+    final metrics that `*_results.json` hold); return the per-split metrics it shows."""
     split_metrics = {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in results:
             metrics = results[split]
             split_metrics[split] = {key[len(prefix) + 1 :]: value for key, value in metrics.items() if key.startswith(prefix + "_")}
+    training_args, config = trainer.args, trainer.accelerator.unwrap_model(trainer.model).config
     base_models = [name for name in (model_args.model_name_or_path, model_args.text_model_name_or_path, model_args.vision_model_name_or_path) if name]
-    summary = {
-        "variant": model.config.variant,
-        "update": training_args.sppscl_update,
-        "epochs": training_args.num_train_epochs,
-        "batch_size": training_args.per_device_train_batch_size * max(1, training_args.world_size),
-        "learning_rate": training_args.learning_rate,
-        "lr_halving_epochs": training_args.lr_halving_epochs,
-        "seed": training_args.seed,
-    }
+    trained = "train" in results
     # The snippets load what a reader has: the Hub repository when pushed, else this folder.
     repo_id = training_args.hub_model_id if training_args.push_to_hub else str(output_dir)
-    write_model_card(output_dir, model.config, split_metrics, summary, base_models, dataset_display_name(data_args, demo),
-                     data_args.dataset_name, repo_id=repo_id, space_id=space_args.push_space)
+    dataset_id = data_args.dataset_name if data_args.dataset_name and not os.path.exists(data_args.dataset_name) else None
+    write_model_card(
+        output_dir, config, split_metrics, training_hyperparameters(trainer) if trained else {}, base_models,
+        dataset_display_name(data_args, demo), dataset_id, repo_id=repo_id, space_id=space_args.push_space, demo=demo,
+        data_source=data_source(data_args, demo),
+        tower_sources={"text": model_args.text_model_name_or_path, "vision": model_args.vision_model_name_or_path},
+        epochs=epoch_results(trainer.state.log_history) if trained else (),
+    )
     return split_metrics
 
 
+# The data flags, in the order `run_sppscl.load_data` reads them, with what each names.
+DATA_SOURCES = (
+    ("dataset_name", "the `datasets` dataset"),
+    ("data_dir", "the CLMLF-layout folder"),
+    ("hfm_text_dir", "HFM's text files in"),
+    ("train_file", "the file"),
+    ("validation_file", "the file"),
+    ("test_file", "the file"),
+)
+
+
+def _data_flag(data_args) -> tuple[str, str, str]:
+    return next((flag, what, getattr(data_args, flag)) for flag, what in DATA_SOURCES if getattr(data_args, flag))
+
+
 def dataset_display_name(data_args, demo: bool) -> str:
-    return "synthetic demo set" if demo else str(data_args.dataset_name or data_args.data_dir or data_args.hfm_text_dir or data_args.train_file)
+    """The data's name: a Hub id as given, a local folder or file by its own name (not the path on this machine)."""
+    if demo:
+        return "synthetic demo set"
+    flag, _, value = _data_flag(data_args)
+    return value if flag == "dataset_name" and not os.path.exists(value) else Path(value).name
+
+
+def data_source(data_args, demo: bool) -> str:
+    """The data in words, for the card: which set, and how the run read it."""
+    if demo:
+        return "the synthetic demo set that `run_sppscl.py` generates (its built-in demo)"
+    flag, what, _ = _data_flag(data_args)
+    return f"{what} `{dataset_display_name(data_args, demo)}` (read with `--{flag}`)"
 
 
 def write_model_space(output_dir: Path, model, metrics: dict, raw_splits: dict, training_args) -> None:
