@@ -416,7 +416,7 @@ def main() -> dict:
     if trainer.is_world_process_zero():
         metrics = write_card(output_dir, trainer, results, model_args, data_args, space_args, demo)
         if space_args.write_space:
-            write_model_space(output_dir, model, metrics, loaded.splits, training_args)
+            write_model_space(output_dir, trainer, metrics, loaded.splits, data_args, demo)
         if data_args.plot:
             from modeling_sppscl.reporting.plots import write_plots
 
