@@ -94,11 +94,6 @@ def _tags(config: Any, demo: bool) -> list[str]:
     return tags + [DEMO_TAG] if demo else tags
 
 
-def _number(value: Any) -> str:
-    """Floats with more than four decimals rounded to four (as a Trainer-made card shows them), the rest as they are."""
-    return f"{value:.4f}" if isinstance(value, float) and round(value, 4) != value else str(value)
-
-
 def _result_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
     return [{"split": split, **{key: f"{float(scores[key]):.4f}" for key in HEADLINE_METRICS}} for split, scores in metrics.items()]
 
@@ -138,7 +133,7 @@ def _tower_size(tower_config: Any) -> str:
     return ", ".join(parts)
 
 
-def _tower_rows(config: Any, sources: Mapping[str, str | None], trained: bool, hub_bases: Sequence[str]) -> list[dict[str, Any]]:
+def _tower_rows(config: Any, sources: Mapping[str, str | None], trained: bool) -> list[dict[str, Any]]:
     """Per tower: where it came from (its name or path; random initialisation when neither) and what this run did
     with it."""
     rows = []
@@ -153,7 +148,7 @@ def _tower_rows(config: Any, sources: Mapping[str, str | None], trained: bool, h
                 "frozen in this run: its random weights were never trained, so it gives fixed random features")
         else:
             state = "fine-tuned in this run, together with the head"
-        rows.append({"title": title, "source": source, "on_hub": source in hub_bases, "model_type": tower_config.model_type,
+        rows.append({"title": title, "source": source, "on_hub": bool(source) and _is_hub_model_id(source), "model_type": tower_config.model_type,
                      "size": _tower_size(tower_config), "state": state})
     return rows
 
@@ -208,7 +203,14 @@ def epoch_results(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, st
     """One row per evaluation during training (as `transformers.modelcard.parse_log_history` reads them), with the
     epoch, step, losses and headline scores; empty when the run did not train."""
     _, lines, _ = parse_log_history(list(log_history))
-    return [{column: _number(line[column]) for column in EPOCH_COLUMNS if column in line} for line in lines or []]
+    return [{column: _cell(column, line[column]) for column in EPOCH_COLUMNS if column in line} for line in lines or []]
+
+
+def _cell(column: str, value: Any) -> str:
+    """Scores and losses with four decimals, as in *Results*; the epoch as logged (rounded), steps and text as they are."""
+    if not isinstance(value, float):
+        return str(value)
+    return str(round(value, 4)) if column == "Epoch" else f"{value:.4f}"
 
 
 def framework_versions() -> dict[str, str]:
@@ -290,7 +292,7 @@ def build_model_card(
         data_source=data_source or dataset_name,
         hub_bases=hub_bases,
         local_bases=[name for name in base_models if name not in hub_bases],
-        towers=_tower_rows(config, tower_sources or {}, trained, hub_bases),
+        towers=_tower_rows(config, tower_sources or {}, trained),
         trained=trained,
         results=_result_rows(metrics),
         other_scores=_other_score_rows(metrics),
