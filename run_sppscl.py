@@ -326,8 +326,8 @@ def write_predictions(path: Path, dataset, logits: np.ndarray, id2label: dict[in
 
 def set_up_logging(training_args: SppSclTrainingArguments) -> None:
     """`--log_level` (INFO on the main process when passive) governs our lines, transformers', datasets' and Python
-    warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting, feature extraction),
-    transformers and huggingface_hub (saving)."""
+    warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting), transformers (the
+    Trainer's, and ours: feature extraction, image checks) and huggingface_hub (saving)."""
     level = training_args.get_process_log_level() if training_args.log_level != "passive" or not training_args.should_log else logging.INFO
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
     logging.captureWarnings(True)
