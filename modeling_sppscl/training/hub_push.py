@@ -15,7 +15,14 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, SaveStrategy
 from transformers.utils import hub as transformers_hub
 
-from ..hub.push_files import CHECKPOINT_MODEL_PUSH, CHECKPOINT_RESUME_PUSH, FINAL_PUSH, RUN_OUTPUT_PATTERNS, pushed_files, upload_patterns
+from ..hub.push_files import (
+    CHECKPOINT_MODEL_PUSH,
+    CHECKPOINT_RESUME_PUSH,
+    FINAL_PUSH,
+    RUN_OUTPUT_PATTERNS,
+    pushed_files,
+    upload_patterns,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -45,7 +52,8 @@ class ModelOnlyPushMixin:
         if self.push_in_progress is not None:
             self.push_in_progress.wait_until_done()
         allow = FINAL_PUSH + (RUN_OUTPUT_PATTERNS if self.args.push_run_outputs else ())
-        return self._upload(self.args.output_dir, allow, None, commit_message, token, not blocking, revision or self.args.hub_revision)
+        revision = revision if revision is not None else self.args.hub_revision
+        return self._upload(self.args.output_dir, allow, None, commit_message, token, not blocking, revision)
 
     def push_checkpoint(self, checkpoint_folder: str | Path) -> None:
         """Push a complete checkpoint as `hub_strategy` says, in the background (skipped while the previous
