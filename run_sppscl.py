@@ -285,7 +285,7 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
             name: extract_features(model, processor, dataset, cache_dir=data_args.feature_cache_dir, batch_size=training_args.per_device_eval_batch_size,
                                    storage_dtype=data_args.feature_cache_dtype, towers=towers, device=training_args.device,
                                    precision=data_args.feature_extraction_precision,
-                                   num_workers=training_args.dataloader_num_workers or None)
+                                   num_workers=training_args.dataloader_num_workers or None, split=name)
             for name, dataset in splits.items()
         }
     if len(towers) == 1:
@@ -328,14 +328,15 @@ def write_predictions(path: Path, dataset, logits: np.ndarray, id2label: dict[in
 
 def set_up_logging(training_args: SppSclTrainingArguments) -> None:
     """`--log_level` (INFO on the main process when passive) governs our lines, transformers', datasets' and Python
-    warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting, feature extraction),
-    transformers and huggingface_hub (saving)."""
+    warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting), transformers (the
+    Trainer's, and ours: feature extraction, image checks) and huggingface_hub (saving)."""
     level = training_args.get_process_log_level() if training_args.log_level != "passive" or not training_args.should_log else logging.INFO
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
     logging.captureWarnings(True)
     transformers.utils.logging.set_verbosity(level)
     datasets.utils.logging.set_verbosity(level)
-    if training_args.disable_tqdm:
+    # As the Trainer's own bars: one process per machine shows them.
+    if training_args.disable_tqdm or training_args.local_process_index != 0:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
         huggingface_hub.utils.disable_progress_bars()
@@ -415,9 +416,9 @@ def main() -> dict:
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
             write_predictions(output_dir / f"predictions_{split}.csv", splits[split], logits, model.config.id2label)
     if trainer.is_world_process_zero():
-        metrics = write_card(output_dir, model, results, model_args, data_args, training_args, space_args, demo)
+        metrics = write_card(output_dir, trainer, results, model_args, data_args, space_args, demo)
         if space_args.write_space:
-            write_model_space(output_dir, model, metrics, loaded.splits, training_args)
+            write_model_space(output_dir, trainer, metrics, loaded.splits, data_args, demo)
         if data_args.plot:
             from modeling_sppscl.reporting.plots import write_plots
 

@@ -23,6 +23,7 @@ from typing import Any
 import datasets
 import PIL.Image
 from datasets import ClassLabel, DatasetDict, Features, Value
+from transformers.utils.logging import tqdm
 
 from ..processing_sppscl import image_size, load_image
 
@@ -247,7 +248,7 @@ def split_columns(split: str, rows: list[RawRow], mapper: LabelMapper, missing_i
     report["case_normalised_labels"][split] = mapper.case_matched - before
     if report["case_normalised_labels"][split]:
         logger.warning("%s, split %s: %d label(s) matched to a class by case only", report["source"], split, report["case_normalised_labels"][split])
-    problems = {} if report["text_only"] else image_problems(rows, verify_pixels)
+    problems = {} if report["text_only"] else image_problems(rows, verify_pixels, split)
     if problems and missing_image == "error":
         raise_image_problems(split, rows, problems)
     report["skipped"][split] = len(problems) if missing_image == "skip" else 0
@@ -269,10 +270,14 @@ def split_columns(split: str, rows: list[RawRow], mapper: LabelMapper, missing_i
     }
 
 
-def image_problems(rows: list[RawRow], verify_pixels: bool) -> dict[int, str]:
-    """Row index -> problem, for the rows whose image is missing or unreadable."""
+def image_problems(rows: list[RawRow], verify_pixels: bool, split: str) -> dict[int, str]:
+    """Row index -> problem, for the rows whose image is missing or unreadable. Takes minutes on a large split, so
+    it is announced and shows a progress bar (transformers' tqdm, which `--disable_tqdm` turns off)."""
+    description = f"Checking images ({split})"
+    how = "decoding each at reduced size" if verify_pixels else "reading each header"
+    logger.info("%s: %d images, %s", description, len(rows), how)
     problems = {}
-    for index, row in enumerate(rows):
+    for index, row in enumerate(tqdm(rows, desc=description, unit="image")):
         problem = image_problem(row.image, describe_image(row.image), verify_pixels)
         if problem is not None:
             problems[index] = problem
