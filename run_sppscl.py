@@ -16,7 +16,6 @@ The same command runs under `accelerate launch` (several processes: `--multi_gpu
 """
 
 import argparse
-import csv
 import importlib.util
 import json
 import logging
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub
-import numpy as np
 import torch
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
@@ -44,6 +42,7 @@ from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, l
 from modeling_sppscl.hub.publish import check_hub_access, write_card, write_model_space
 from modeling_sppscl.hub.space import push_space
 from modeling_sppscl.reporting.metrics import build_compute_metrics
+from modeling_sppscl.reporting.predictions import write_predictions
 from modeling_sppscl.training.checkpoints import last_complete_checkpoint
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
@@ -313,15 +312,6 @@ def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:
                          "train without --resume_from_checkpoint to start afresh")
     logger.info("Resuming from %s", checkpoint)
     return checkpoint
-
-
-def write_predictions(path: Path, dataset, logits: np.ndarray, id2label: dict[int, str]) -> None:
-    probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label", "prediction", *[f"prob_{id2label[i]}" for i in range(len(id2label))]])
-        for row_id, label, probs in zip(dataset["id"], dataset["label"], probabilities):
-            writer.writerow([row_id, id2label[int(label)], id2label[int(probs.argmax())], *[f"{p:.6f}" for p in probs]])
 
 
 def set_up_logging(training_args: SppSclTrainingArguments) -> None:

@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import PIL.Image
 import pytest
+from datasets import Dataset
 from transformers import Trainer
 
 from conftest import TINY_WORDS
+from modeling_sppscl.reporting.predictions import write_predictions
 from modeling_sppscl.training.trainer import SppSclTrainer
 from test_run_sppscl import tower_folders  # noqa: F401 (a fixture)
 
@@ -70,3 +72,19 @@ def test_predictions_csv_accuracy_is_the_reported_accuracy_under_group_by_length
         assert len({row["prediction"] for row in rows}) > 1
         recomputed = np.mean([row["label"] == row["prediction"] for row in rows])
         assert recomputed == pytest.approx(results[split][f"{prefix}_accuracy"], abs=1e-9), split
+
+
+def test_cells_a_spreadsheet_would_run_are_written_as_text(tmp_path):
+    ids = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "plain", "a=b"]
+    id2label = {0: "=cls", 1: "ok", 2: "-neg"}
+    labels = [0, 1, 2, 0, 1, 2, 0, 1]
+    logits = np.eye(3, dtype=np.float32)[[1, 2, 0, 0, 1, 2, 1, 1]] * 5
+    path = tmp_path / "predictions_test.csv"
+    write_predictions(path, Dataset.from_dict({"id": ids, "label": labels}), logits, id2label)
+    rows = read_rows(path)
+    assert [row["id"] for row in rows] == ["'" + cell for cell in ids[:6]] + ["plain", "a=b"]
+    safe = {0: "'=cls", 1: "ok", 2: "'-neg"}
+    assert [row["label"] for row in rows] == [safe[label] for label in labels]
+    assert [row["prediction"] for row in rows] == [safe[int(index)] for index in logits.argmax(axis=1)]
+    assert list(rows[0]) == ["id", "label", "prediction", "prob_=cls", "prob_ok", "prob_-neg"]
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows for cell in row.values())
