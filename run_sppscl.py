@@ -100,6 +100,13 @@ class DataArguments:
     empty_text: str = field(
         default="error", metadata={"help": "An empty text, or one with no token the tokenizer knows: 'error', or 'skip' the pair."}
     )
+    allow_images_outside_data_dir: bool = field(
+        default=False, metadata={"help": "Read image paths that lead outside the data folder (`../`, absolute); refused by default."}
+    )
+    strict_data: bool = field(
+        default=False, metadata={"help": "Refuse questionable rows (conflicting duplicate ids, dev/test pairs also in train, a "
+                                 "class without dev pairs) instead of warning and reporting them."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training pairs (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation pairs."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test pairs."})
@@ -164,7 +171,8 @@ def load_data(data_args: DataArguments, seed: int, model_name_or_path: str | Non
     split. Images are decoded at reduced size, so that truncated files meet the --missing_image policy now.
     """
     names = data_args.class_names.split(",") if data_args.class_names else checkpoint_label_names(model_name_or_path)
-    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": True, "empty_text": data_args.empty_text}
+    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": True, "empty_text": data_args.empty_text,
+              "allow_images_outside_data_dir": data_args.allow_images_outside_data_dir}
     if is_demo(data_args):
         return load_demo_data(seed=seed)
     if data_args.data_dir:
@@ -369,7 +377,8 @@ def main() -> dict:
     model, processor = build_model_and_processor(model_args, loaded.label_names, demo)
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
     checked = check_before_training(loaded, model, processor, training_args, limits, data_args.empty_text,
-                                    report_dir=training_args.output_dir if training_args.should_save else None)
+                                    report_dir=training_args.output_dir if training_args.should_save else None,
+                                    strict_data=data_args.strict_data)
     splits, collator = prepare_splits(checked, data_args, model, processor, training_args)
     if data_args.head_num_threads:
         torch.set_num_threads(data_args.head_num_threads)

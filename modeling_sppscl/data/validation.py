@@ -21,6 +21,7 @@ import PIL.Image
 from datasets import ClassLabel, DatasetDict, Features, Value
 
 from ..processing_sppscl import image_size, load_image
+from .consistency import find_questionable_rows
 from .labels import LabelMapper, label_mapper
 
 
@@ -42,8 +43,9 @@ class LoadedData:
         report: what the reader did: `source`, `missing_image` (the mode), `text_only`, `rows` (per split, after
             skipping), `skipped` and `blanked` (pairs per split whose image was missing or unreadable),
             `dropped_texts` (pairs dropped for an empty text), `case_normalised_labels` (labels matched to a
-            class by case), `classes_without_train_rows` and `undecodable_files` (files read with undecodable
-            bytes replaced).
+            class by case), `classes_without_train_rows`, `undecodable_files` (files read with undecodable
+            bytes replaced), `blank_rows` (rows holding no value, left out), `images_outside_data_dir` (images
+            read from outside the data folder, when allowed) and the questionable rows (`consistency`).
     """
 
     splits: DatasetDict
@@ -141,10 +143,9 @@ def build_loaded_data(
     mapper = label_mapper(raw, label_names)
     names = mapper.names
     features = Features({"id": Value("string"), "text": Value("string"), "image": image_feature or Value("string"), "label": ClassLabel(names=names)})
-    splits = {}
-    for split in (name for name in SPLIT_ORDER if name in raw):
-        columns = split_columns(split, raw[split], mapper, missing_image, report, verify_pixels)
-        splits[split] = datasets.Dataset.from_dict(columns, features=features)
+    columns = {split: split_columns(split, raw[split], mapper, missing_image, report, verify_pixels) for split in SPLIT_ORDER if split in raw}
+    find_questionable_rows(columns, names, report)
+    splits = {split: datasets.Dataset.from_dict(part, features=features) for split, part in columns.items()}
     if "train" in splits:
         counts = Counter(splits["train"]["label"])
         report["classes_without_train_rows"] = [name for index, name in enumerate(names) if counts[index] == 0]
