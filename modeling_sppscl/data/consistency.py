@@ -52,13 +52,17 @@ def pairs_also_in_train(columns: dict[str, list], train: dict[str, list]) -> lis
     for index, text in enumerate(train["text"]):
         train_rows[text.strip()].append(index)
     train_ids = set(train["id"])
+    train_fingerprints: dict[int, str | None] = {}
     found = []
     for row_id, text, image in zip(columns["id"], columns["text"], columns["image"]):
         matches = train_rows.get(text.strip(), [])
         if row_id in train_ids or not matches:
             continue
+        for index in matches:
+            if index not in train_fingerprints:
+                train_fingerprints[index] = image_fingerprint(train["image"][index])
         fingerprint = image_fingerprint(image)
-        if any(image_fingerprint(train["image"][index]) == fingerprint for index in matches):
+        if any(train_fingerprints[index] == fingerprint for index in matches):
             found.append(row_id)
     return found
 

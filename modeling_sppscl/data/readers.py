@@ -16,8 +16,9 @@ ids such as `007` and texts such as `NA` stay as written), JSON Lines and JSON l
 by the "json" builder, HFM's text files by the "text" builder and `ast.literal_eval` per line. A file that is
 not valid UTF-8 is still read: undecodable bytes become U+FFFD (the valid parts, emoji included, stay intact)
 and the file is named in a warning and in the report. Errors name the file and the row as "line N" (CSV:
-where the record starts; lines holding no value are skipped), "item N" (JSON lists) or "row N" (datasets
-datasets), with the id. `validation` checks labels, texts and images and applies the `missing_image` policy.
+where the record starts; lines holding no value are skipped and counted), "item N" (JSON lists) or "row N" (datasets
+datasets), with the id. `labels` matches the labels of every split to one label set; `validation` checks texts and
+images and applies the `missing_image` policy; image paths must stay inside the data folder (see `image_in_folder`).
 """
 
 import ast
