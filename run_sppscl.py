@@ -16,7 +16,6 @@ The same command runs under `accelerate launch` (several processes: `--multi_gpu
 """
 
 import argparse
-import csv
 import importlib.util
 import json
 import logging
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub
-import numpy as np
 import torch
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
@@ -44,6 +42,7 @@ from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, l
 from modeling_sppscl.hub.publish import check_hub_access, write_card, write_model_space
 from modeling_sppscl.hub.space import push_space
 from modeling_sppscl.reporting.metrics import build_compute_metrics
+from modeling_sppscl.reporting.predictions import write_predictions
 from modeling_sppscl.training.checkpoints import last_complete_checkpoint
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
@@ -100,6 +99,13 @@ class DataArguments:
     missing_image: str = field(default="error", metadata={"help": "A missing or corrupt image: 'error', 'skip' the pair, or 'blank' image."})
     empty_text: str = field(
         default="error", metadata={"help": "An empty text, or one with no token the tokenizer knows: 'error', or 'skip' the pair."}
+    )
+    allow_images_outside_data_dir: bool = field(
+        default=False, metadata={"help": "Read image paths that lead outside the data folder (`../`, absolute); refused by default."}
+    )
+    strict_data: bool = field(
+        default=False, metadata={"help": "Refuse questionable rows (conflicting duplicate ids, dev/test pairs also in train, a "
+                                 "class without dev pairs) instead of warning and reporting them."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training pairs (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation pairs."})
@@ -168,7 +174,8 @@ def load_data(data_args: DataArguments, seed: int, model_name_or_path: str | Non
     split. Images are decoded at reduced size, so that truncated files meet the --missing_image policy now.
     """
     names = data_args.class_names.split(",") if data_args.class_names else checkpoint_label_names(model_name_or_path)
-    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": True, "empty_text": data_args.empty_text}
+    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": True, "empty_text": data_args.empty_text,
+              "allow_images_outside_data_dir": data_args.allow_images_outside_data_dir}
     if is_demo(data_args):
         return load_demo_data(seed=seed)
     if data_args.data_dir:
@@ -317,15 +324,6 @@ def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:
     return checkpoint
 
 
-def write_predictions(path: Path, dataset, logits: np.ndarray, id2label: dict[int, str]) -> None:
-    probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label", "prediction", *[f"prob_{id2label[i]}" for i in range(len(id2label))]])
-        for row_id, label, probs in zip(dataset["id"], dataset["label"], probabilities):
-            writer.writerow([row_id, id2label[int(label)], id2label[int(probs.argmax())], *[f"{p:.6f}" for p in probs]])
-
-
 def set_up_logging(training_args: SppSclTrainingArguments) -> None:
     """`--log_level` (INFO on the main process when passive) governs our lines, transformers', datasets' and Python
     warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting), transformers (the
@@ -382,7 +380,8 @@ def main() -> dict:
     model, processor = build_model_and_processor(model_args, loaded.label_names, demo)
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
     checked = check_before_training(loaded, model, processor, training_args, limits, data_args.empty_text,
-                                    report_dir=training_args.output_dir if training_args.should_save else None)
+                                    report_dir=training_args.output_dir if training_args.should_save else None,
+                                    strict_data=data_args.strict_data)
     splits, collator = prepare_splits(checked, data_args, model, processor, training_args)
     if data_args.head_num_threads:
         torch.set_num_threads(data_args.head_num_threads)

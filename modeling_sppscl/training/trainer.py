@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import has_length
 
 from ..data.device_cache import select_device_batch
 from ..hub.model_card import is_sppscl_card
@@ -131,6 +133,16 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         if model.training:
             self._record({name: outputs[name] for name in ("ce_loss", "intra_text_loss", "intra_image_loss")})
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation and prediction in dataset order, whatever `train_sampling_strategy`: transformers applies
+        "group_by_length" to evaluation too, and predictions_*.csv pairs the predictions with the ids in dataset
+        order. Several processes (no sampler) get consecutive batches that `gather_for_metrics` puts back in order.
+        transformers (5.x) has no public setting for the evaluation sampler; `get_eval_dataloader` and
+        `get_test_dataloader` take it from this private method (tests/test_predictions_files.py fails if renamed)."""
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def _prepare_inputs(self, inputs):
         # A device-resident feature cache's batches hold indices: its features are selected on the device here.
