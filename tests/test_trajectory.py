@@ -3,6 +3,10 @@ float64): every update's losses, gate counts and decision, learning rate and par
 state after updates 5 and 10."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,47 +14,58 @@ from safetensors.torch import load_file
 from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
+from configuration_sppscl import SppSclConfig
 from modeling_sppscl import SppSclModel, convert_reference_state_dict, gate_counts
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from test_reference_fixture import paper_config_with_small_towers, reference_weights
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_TOL = 1e-8
 LOSS_TOL = 1e-9
 # A checksum adds up to 2048 * 128 entries, each within STATE_TOL of the reference's.
 CHECKSUM_RTOL = 1e-8
 
 
+def load_trajectory(fixture_dir):
+    tensors = load_file(str(fixture_dir / "reference_trajectory.safetensors"))
+    return tensors, json.loads((fixture_dir / "reference_trajectory.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def trajectory(fixture_dir):
     if not (fixture_dir / "reference_trajectory.safetensors").is_file():
         pytest.skip(f"trajectory fixture not found in {fixture_dir}")
-    tensors = load_file(str(fixture_dir / "reference_trajectory.safetensors"))
-    return tensors, json.loads((fixture_dir / "reference_trajectory.json").read_text())
+    return load_trajectory(fixture_dir)
 
 
 class TrajectoryRows(Dataset):
     """Batch A's rows then batch B's: with sequential sampling and batches of 8, the updates alternate A, B."""
 
-    def __init__(self, tensors):
+    def __init__(self, tensors, with_attention_mask=False):
         self.hidden = torch.cat([tensors["batchA.text_hidden_last4"], tensors["batchB.text_hidden_last4"]], dim=1)
         self.image = torch.cat([tensors["batchA.image_feature_map"], tensors["batchB.image_feature_map"]])
         self.labels = torch.cat([tensors["batchA.labels"], tensors["batchB.labels"]])
+        self.with_attention_mask = with_attention_mask
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, index):
-        return {"text_hidden_states": self.hidden[:, index], "image_features": self.image[index], "labels": self.labels[index]}
+        row = {"text_hidden_states": self.hidden[:, index], "image_features": self.image[index], "labels": self.labels[index]}
+        if self.with_attention_mask:
+            # Texts of different lengths, for the default variant's masked pooling.
+            length = self.hidden.shape[2] - index % 5
+            row["attention_mask"] = (torch.arange(self.hidden.shape[2]) < length).long()
+        return row
 
 
 def stack_rows(rows):
-    return {
-        "text_hidden_states": torch.stack([r["text_hidden_states"] for r in rows], dim=1),
-        "image_features": torch.stack([r["image_features"] for r in rows]),
-        "labels": torch.stack([r["labels"] for r in rows]),
-    }
+    batch = {"text_hidden_states": torch.stack([r["text_hidden_states"] for r in rows], dim=1)}
+    for key in rows[0].keys() - batch.keys():
+        batch[key] = torch.stack([r[key] for r in rows])
+    return batch
 
 
 class RecordUpdates(TrainerCallback):
@@ -81,17 +96,18 @@ class CountingGate:
         return counts
 
 
-def trajectory_model(tensors) -> SppSclModel:
-    config = paper_config_with_small_towers(dropout=0.0)
+def trajectory_model(tensors, variant="paper") -> SppSclModel:
+    towers = paper_config_with_small_towers()
+    config = SppSclConfig(text_config=towers.text_config, vision_config=towers.vision_config, variant=variant, dropout=0.0)
     model = SppSclModel(config).double()
     model.load_state_dict(convert_reference_state_dict(reference_weights(tensors, "start."), config), strict=False)
     return model
 
 
 def trajectory_arguments(output_dir, recipe, **kwargs) -> SppSclTrainingArguments:
+    kwargs.setdefault("per_device_train_batch_size", recipe["batch_size"])
     return SppSclTrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=recipe["batch_size"],
         num_train_epochs=recipe["epochs"],
         lr_halving_epochs=recipe["halving_every_epochs"],
         learning_rate=recipe["lr"],
@@ -116,17 +132,23 @@ class AllParametersDecayed(SppSclTrainer):
         return [name for name, _ in model.named_parameters()]
 
 
-@pytest.fixture(scope="module")
-def run(trajectory, tmp_path_factory, monkeypatch_module):
-    tensors, recipe = trajectory
-    model = trajectory_model(tensors)
-    recorder, gate = RecordUpdates(), CountingGate()
-    monkeypatch_module.setattr("modeling_sppscl.training.trainer.gate_counts", gate)
+def train_trajectory(tensors, recipe, output_dir, variant="paper", callbacks=(), **kwargs) -> SppSclTrainer:
+    """The fixture's 10 updates (batch A, batch B, five epochs) through SppSclTrainer; `kwargs` go to the
+    arguments."""
     trainer = AllParametersDecayed(
-        model=model, args=trajectory_arguments(tmp_path_factory.mktemp("trajectory"), recipe),
-        train_dataset=TrajectoryRows(tensors), data_collator=stack_rows, callbacks=[recorder],
+        model=trajectory_model(tensors, variant), args=trajectory_arguments(output_dir, recipe, **kwargs),
+        train_dataset=TrajectoryRows(tensors, with_attention_mask=variant != "paper"), data_collator=stack_rows,
+        callbacks=list(callbacks),
     )
     trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def run(trajectory, tmp_path_factory, monkeypatch_module):
+    recorder, gate = RecordUpdates(), CountingGate()
+    monkeypatch_module.setattr("modeling_sppscl.training.trainer.gate_counts", gate)
+    trainer = train_trajectory(*trajectory, tmp_path_factory.mktemp("trajectory"), callbacks=[recorder])
     return trainer, recorder, gate
 
 
@@ -187,3 +209,37 @@ def test_full_state_after_updates(run, trajectory, after):
     state = recorder.states[after]
     for key, value in expected.items():
         torch.testing.assert_close(state[key], value, atol=STATE_TOL, rtol=0, msg=lambda m: f"after {after}, {key}: {m}")
+
+
+LOGGED_TERMS = ("ce_loss", "intra_text_loss", "intra_image_loss", "gate_step2_rate", "inter_loss")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_over_the_global_batch_equal_one_process(trajectory, fixture_dir, tmp_path):
+    """Default variant, `contrastive_over_global_batch`: two processes with 4 rows each take the same 10 updates as
+    one process with the 8 rows (BatchNorm statistics, contrastive losses and gate over the global batch)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(REPO_ROOT / "tests" / "scripts" / "distributed_trajectory.py"), str(fixture_dir), str(tmp_path), "default",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    single = train_trajectory(*trajectory, tmp_path / "single", "default", contrastive_over_global_batch=True)
+    expected_logs = [entry for entry in single.state.log_history if "ce_loss" in entry]
+    assert len(expected_logs) == 10 and any(entry["gate_step2_rate"] for entry in expected_logs)
+    # The head's state (the towers are never run: the rows hold their outputs).
+    expected_state = {k: v for k, v in single.model.state_dict().items() if not k.startswith(("text_model.", "vision_model."))}
+    for rank in (0, 1):
+        state = torch.load(tmp_path / f"state_rank{rank}.pt")
+        for key, value in expected_state.items():
+            torch.testing.assert_close(state[key], value, atol=STATE_TOL, rtol=0, msg=lambda m: f"rank {rank}, {key}: {m}")
+        logs = json.loads((tmp_path / f"log_history_rank{rank}.json").read_text())
+        logs = [entry for entry in logs if "ce_loss" in entry]
+        for update, (log, expected) in enumerate(zip(logs, expected_logs, strict=True), start=1):
+            assert {k: log.get(k) for k in LOGGED_TERMS} == pytest.approx({k: expected.get(k) for k in LOGGED_TERMS}, abs=LOSS_TOL), (
+                f"rank {rank}, update {update}"
+            )
+            # The Trainer sums `loss` in float32.
+            assert log["loss"] == pytest.approx(expected["loss"], rel=1e-6), f"rank {rank}, update {update}"
