@@ -216,17 +216,19 @@ LOGGED_TERMS = ("ce_loss", "intra_text_loss", "intra_image_loss", "gate_step2_ra
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_processes_over_the_global_batch_equal_one_process(trajectory, fixture_dir, tmp_path):
-    """Default variant, `contrastive_over_global_batch`: two processes with 4 rows each take the same 10 updates as
-    one process with the 8 rows (BatchNorm statistics, contrastive losses and gate over the global batch)."""
+@pytest.mark.parametrize("variant", ["default", "paper"])
+def test_two_processes_over_the_global_batch_equal_one_process(trajectory, fixture_dir, tmp_path, variant):
+    """`contrastive_over_global_batch`: two processes with 4 rows each take the same 10 updates as one process with
+    the 8 rows (BatchNorm statistics, the paper's batch attention, contrastive losses and gate over the global
+    batch). For the paper variant the one process is the reference trajectory itself."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(REPO_ROOT / "tests" / "scripts" / "distributed_trajectory.py"), str(fixture_dir), str(tmp_path), "default",
+        str(REPO_ROOT / "tests" / "scripts" / "distributed_trajectory.py"), str(fixture_dir), str(tmp_path), variant,
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    single = train_trajectory(*trajectory, tmp_path / "single", "default", contrastive_over_global_batch=True)
+    single = train_trajectory(*trajectory, tmp_path / "single", variant, contrastive_over_global_batch=True)
     expected_logs = [entry for entry in single.state.log_history if "ce_loss" in entry]
     assert len(expected_logs) == 10 and any(entry["gate_step2_rate"] for entry in expected_logs)
     # The head's state (the towers are never run: the rows hold their outputs).

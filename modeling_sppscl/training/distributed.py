@@ -1,8 +1,8 @@
 """Reductions across the processes of a distributed run; each is the identity in a single process.
 
 accelerate's `gather` and `reduce` do the work; what they lack is a gather that keeps the gradient path to each
-process's own part, which the contrastive losses over the global batch need, and BatchNorm statistics over the
-global batch (torch's SyncBatchNorm needs a GPU).
+process's own part, which the contrastive losses over the global batch need, and a forward that sees the global
+batch where it mixes samples (torch's SyncBatchNorm needs a GPU).
 """
 
 import functools
@@ -82,20 +82,30 @@ def _normalise_over_global_batch(norm: nn.modules.batchnorm._BatchNorm, input: t
 
 
 @contextmanager
-def batchnorm_over_global_batch(model: nn.Module):
-    """Within, every BatchNorm layer of `model` in training mode normalises with the statistics of the batch
-    gathered from every process; the identity in a single process.
+def forward_over_global_batch(model: nn.Module):
+    """Within, wherever `model`'s forward mixes the samples of a batch it sees the batch gathered from every
+    process: every BatchNorm layer in training mode normalises with the global batch's statistics, and modules
+    with a `gather_batch` hook (the paper's batch attention) attend over the global batch. The identity in a
+    single process.
 
-    Every process must run the same forwards inside (each layer's statistics are an all-reduce).
+    Every process must run the same forwards inside (each of those is a collective).
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if world_size() > 1 else []
+    if world_size() == 1:
+        yield
+        return
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    gathering = [m for m in model.modules() if hasattr(m, "gather_batch")]
     for norm in norms:
         norm.forward = functools.partial(_normalise_over_global_batch, norm)
+    for module in gathering:
+        module.gather_batch = gather_with_grad
     try:
         yield
     finally:
         for norm in norms:
             del norm.forward
+        for module in gathering:
+            module.gather_batch = None
 
 
-__all__ = ["average_in_place", "batchnorm_over_global_batch", "gather_labels", "gather_with_grad", "sum_counts", "sum_values", "world_size"]
+__all__ = ["average_in_place", "forward_over_global_batch", "gather_labels", "gather_with_grad", "sum_counts", "sum_values", "world_size"]

@@ -21,7 +21,7 @@ from ..data.device_cache import select_device_batch
 from ..hub.model_card import is_sppscl_card
 from ..loss_sppscl import gate_counts, gate_takes_inter_step, step_one_objective, step_two_loss
 from .checkpoints import AtomicCheckpointsMixin
-from .distributed import average_in_place, batchnorm_over_global_batch, gather_labels, gather_with_grad, sum_counts, sum_values
+from .distributed import average_in_place, forward_over_global_batch, gather_labels, gather_with_grad, sum_counts, sum_values
 
 
 logger = logging.getLogger(__name__)
@@ -174,10 +174,10 @@ class SppSclTrainer(AtomicCheckpointsMixin, Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         update = self._one_step if self.args.sppscl_update == "one_step" else self._two_step
         self._grad_norm_pending = self.args.max_grad_norm > 0
-        # Over the global batch, the BatchNorm statistics are the global batch's too: then the run equals one
-        # process on the concatenated batch.
+        # Over the global batch, the BatchNorm statistics and the paper's batch attention see the global batch
+        # too: then the run equals one process on the concatenated batch.
         bare_model = self.accelerator.unwrap_model(model)
-        with batchnorm_over_global_batch(bare_model) if self.args.contrastive_over_global_batch else nullcontext():
+        with forward_over_global_batch(bare_model) if self.args.contrastive_over_global_batch else nullcontext():
             loss = update(model, inputs)
         self._average_batchnorm_statistics_across_processes(bare_model)
         return loss
