@@ -2,6 +2,7 @@
 float64): every update's losses, gate counts and decision, learning rate and parameter checksums, and the full
 state after updates 5 and 10."""
 
+import copy
 import json
 import os
 import subprocess
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
 from configuration_sppscl import SppSclConfig
 from modeling_sppscl import SppSclModel, convert_reference_state_dict, gate_counts
+from modeling_sppscl.training.distributed import _normalise_over_global_batch
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from test_reference_fixture import paper_config_with_small_towers, reference_weights
@@ -245,3 +248,26 @@ def test_two_processes_over_the_global_batch_equal_one_process(trajectory, fixtu
             )
             # The Trainer sums `loss` in float32.
             assert log["loss"] == pytest.approx(expected["loss"], rel=1e-6), f"rank {rank}, update {update}"
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (4, 3, 2, 2)])
+def test_global_batch_normalisation_equals_batchnorm_in_a_group_of_one(tmp_path, shape):
+    """The formula the distributed runs use, in a process group of one: output, input gradient and running
+    statistics as torch's BatchNorm."""
+    norm = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(shape[1]).double()
+    torch.nn.init.uniform_(norm.weight)
+    torch.nn.init.uniform_(norm.bias)
+    ours = copy.deepcopy(norm)
+    x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    expected = norm(x)
+    (expected_grad,) = torch.autograd.grad((expected * expected.detach()).sum(), x)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        output = _normalise_over_global_batch(ours, x)
+        (grad,) = torch.autograd.grad((output * output.detach()).sum(), x)
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(output, expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-12, rtol=0)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(norm, name), atol=1e-12, rtol=0)

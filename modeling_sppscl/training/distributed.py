@@ -54,21 +54,32 @@ def average_in_place(tensors) -> None:
         tensor.copy_(reduce(tensor, reduction="mean"))
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """all_reduce (sum) whose backward sums the gradients too: each process's loss depends on every part."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _SumOverProcesses.apply(grad)
+
+
 def _normalise_over_global_batch(norm: nn.modules.batchnorm._BatchNorm, input: torch.Tensor) -> torch.Tensor:
     """`norm`'s training forward with the mean and (biased) variance of the batch gathered from every process,
     and its running statistics updated with them, as one process holding the whole batch would."""
     if not norm.training:
         return type(norm).forward(norm, input)
-    from torch.distributed.nn.functional import all_reduce
-
-    # Per channel: dim 1 is the channel, every other dim is a sample of it. all_reduce carries the gradient to
-    # every process's part, as the statistics of the whole batch depend on each part.
+    # Per channel: dim 1 is the channel, every other dim is a sample of it.
     dims = [0, *range(2, input.dim())]
     shape = [1, -1] + [1] * (input.dim() - 2)
     count = reduce(input.new_tensor(input.numel() // input.shape[1]), reduction="sum")
-    mean = all_reduce(input.sum(dims)) / count
+    mean = _SumOverProcesses.apply(input.sum(dims)) / count
     centred = input - mean.view(shape)
-    variance = all_reduce((centred * centred).sum(dims)) / count
+    variance = _SumOverProcesses.apply((centred * centred).sum(dims)) / count
     output = centred * torch.rsqrt(variance.view(shape) + norm.eps)
     if norm.affine:
         output = output * norm.weight.view(shape) + norm.bias.view(shape)
