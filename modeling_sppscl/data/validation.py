@@ -24,7 +24,7 @@ import datasets
 import PIL.Image
 from datasets import ClassLabel, DatasetDict, Features, Value
 
-from ..processing_sppscl import image_size, load_image
+from ..processing_sppscl import image_size, load_image, text_problems
 
 
 logger = logging.getLogger(__name__)
@@ -169,9 +169,10 @@ class LabelMapper:
 
 
 def clean_text(row: RawRow) -> str | None:
-    """The row's text as a str (bytes decoded leniently); None when it is empty."""
+    """The row's text as a str (bytes decoded leniently); None when it is empty: blank or only invisible
+    characters, by `text_problems`, the rule of serving too (the tokenizer's part of it comes in `preflight`)."""
     text = row.text.decode("utf-8", errors="replace") if isinstance(row.text, bytes) else row.text
-    return None if text is None or not str(text).strip() else str(text)
+    return None if text is None or text_problems([str(text)]) else str(text)
 
 
 def image_problem(image: Any, name: str, verify_pixels: bool) -> str | None:
@@ -201,7 +202,7 @@ def raise_image_problems(split: str, rows: list[RawRow], problems: dict[int, str
 
 
 def raise_empty_texts(split: str, rows: list[RawRow], empty: list[int]) -> None:
-    listed = "; ".join(f"{rows[index].where}: the text is empty" for index in empty[:MAX_LISTED_PROBLEMS])
+    listed = "; ".join(f"{rows[index].where}: the text is empty or has only invisible characters" for index in empty[:MAX_LISTED_PROBLEMS])
     raise ValueError(
         f"{len(empty)} empty text(s) in split {split!r}: {listed}. "
         "Fix or remove these rows, or pass empty_text='skip' (run_sppscl.py: --empty_text skip) to drop them."
