@@ -32,7 +32,7 @@ def classify(image, text: str) -> dict[str, float]:
     is shown to the user as the pipeline's message."""
     if image is None:
         raise gr.Error("Upload an image: the model classifies an image together with its text.")
-    if not (text or "").strip():
+    if not isinstance(text, str) or not text.strip():
         raise gr.Error("Type the text that goes with the image.")
     try:
         scores = classifier({"image": image, "text": text})
