@@ -76,7 +76,6 @@ def _checked_limit(name: str, value: Any) -> Any:
     return value
 
 
-
 def paper_image_processor() -> ConvNextImageProcessorPil:
     """The authors' preprocessing: shorter side to 256 (bilinear), centre crop 224, ImageNet mean and std."""
     return ConvNextImageProcessorPil(
