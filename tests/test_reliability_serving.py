@@ -1,5 +1,7 @@
 """Hostile requests to the Inference Endpoints handler and the pipeline: every one raises a `ValueError` that names
-the input and the problem (the Inference Toolkit answers it with 400), none decodes an oversized image.
+the input and the problem (the Inference Toolkit answers it with 400), none decodes an oversized image. Then every
+bad input through each way of serving (processor + model, pipeline, handler, Space): a `ValueError` (`gr.Error` in
+the Space) with its reason, never an error from inside the model; large inputs cost what a small one does.
 
 The corpus is generated here: image headers written byte by byte (a ~70-byte PNG can declare 10^10 pixels).
 """
