@@ -4,8 +4,9 @@ The readers have already checked every row (labels against one label set, texts,
 size, the `--missing_image` policy; see `validation`). What needs the model and its processor comes here, in
 one pass over every split:
 
-- texts that the tokenizer turns into no real token (only a zero-width space, say) are refused, or dropped
-  with `--empty_text skip`: the model needs at least one token between the summary and separator tokens;
+- texts that the tokenizer turns into no token but its special ones are refused, or dropped with
+  `--empty_text skip`: the model needs at least one token between the summary and separator tokens (the rule is
+  `processing_sppscl.text_problems`, the one serving applies too);
 - texts are capped at what the text tower can take (`max_position_embeddings` minus the tower's position
   offset, RoBERTa's padding offset for one, and the tokenizer's `model_max_length`); a processor that pads to
   a fixed length the tower cannot take (the paper variant's 202) is refused;
@@ -27,6 +28,7 @@ from typing import Any
 from datasets import Dataset
 
 from .consistency import QUESTIONABLE_KINDS, questionable_problems
+from ..processing_sppscl import text_problems
 from .validation import MAX_LISTED_PROBLEMS
 
 
@@ -81,11 +83,11 @@ def cap_text_length(model, processor) -> None:
     processor.text_max_length = limit
 
 
-def token_counts(dataset: Dataset, tokenizer) -> list[int]:
-    """Each text's count of real tokens (special tokens left out)."""
+def token_ids(dataset: Dataset, tokenizer) -> list[list[int]]:
+    """Each text's token ids, without the special tokens the tokenizer adds."""
     if len(dataset) == 0:  # tokenizers fail on an empty batch
         return []
-    return [len(ids) for ids in tokenizer(list(dataset["text"]), add_special_tokens=False)["input_ids"]]
+    return tokenizer(list(dataset["text"]), add_special_tokens=False)["input_ids"]
 
 
 def check_before_training(loaded, model, processor, training_args, limits: dict[str, int | None], empty_text: str = "error",
@@ -97,8 +99,8 @@ def check_before_training(loaded, model, processor, training_args, limits: dict[
     problems, splits, summary = [], dict(loaded.splits), {}
     special = processor.tokenizer.num_special_tokens_to_add(pair=False)
     for split, dataset in splits.items():
-        counts = token_counts(dataset, processor.tokenizer)
-        tokenless = [index for index, count in enumerate(counts) if count == 0]
+        ids = token_ids(dataset, processor.tokenizer)
+        tokenless = sorted(text_problems(list(dataset["text"]), processor.tokenizer, ids))
         where = report.get("files", {}).get(split, report.get("source", "the data"))
         if tokenless and empty_text != "skip":
             listed = "; ".join(f"{where}, row {index} (id {dataset[index]['id']!r}): {dataset[index]['text']!r}" for index in tokenless[:MAX_LISTED_PROBLEMS])
@@ -110,7 +112,7 @@ def check_before_training(loaded, model, processor, training_args, limits: dict[
             dropped = set(tokenless)
             splits[split] = dataset.select([index for index in range(len(dataset)) if index not in dropped])
         summary[split] = split_summary(report, split, len(splits[split]), len(tokenless) if empty_text == "skip" else 0,
-                                       sum(count + special > processor.text_max_length for count in counts), processor.text_max_length)
+                                       sum(len(row) + special > processor.text_max_length for row in ids), processor.text_max_length)
         if limits.get(split) is not None:
             summary[split]["left_out_by_max_samples"] = max(0, len(splits[split]) - limits[split])
     problems += missing_split_problems(splits, report, training_args, limits)

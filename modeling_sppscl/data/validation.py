@@ -21,7 +21,7 @@ import PIL.Image
 from datasets import ClassLabel, DatasetDict, Features, Value
 from transformers.utils.logging import tqdm
 
-from ..processing_sppscl import image_size, load_image
+from ..processing_sppscl import image_size, load_image, text_problems
 from .consistency import find_questionable_rows
 from .labels import LabelMapper, label_mapper
 
@@ -87,12 +87,13 @@ def new_report(source: str, missing_image: str, text_only: bool, empty_text: str
 
 
 def clean_text(row: RawRow) -> str | None:
-    """The row's text as a str (bytes decoded leniently); None when it is empty. A number, a bool or a list is
-    refused: written as a string it would be a text nobody wrote."""
+    """The row's text as a str (bytes decoded leniently); None when it is empty: blank or only invisible
+    characters, by `text_problems`, the rule of serving too (the tokenizer's part of it comes in `preflight`). A
+    number, a bool or a list is refused: written as a string it would be a text nobody wrote."""
     text = row.text.decode("utf-8", errors="replace") if isinstance(row.text, bytes) else row.text
     if text is not None and not isinstance(text, str):
         raise ValueError(f"{row.where}: the text is a {type(text).__name__} ({str(text)[:100]}), not a string; write it as a string (in quotes)")
-    return None if text is None or not text.strip() else text
+    return None if text is None or text_problems([text]) else text
 
 
 def image_problem(image: Any, name: str, verify_pixels: bool) -> str | None:
@@ -122,7 +123,7 @@ def raise_image_problems(split: str, rows: list[RawRow], problems: dict[int, str
 
 
 def raise_empty_texts(split: str, rows: list[RawRow], empty: list[int]) -> None:
-    listed = "; ".join(f"{rows[index].where}: the text is empty" for index in empty[:MAX_LISTED_PROBLEMS])
+    listed = "; ".join(f"{rows[index].where}: the text is empty or has only invisible characters" for index in empty[:MAX_LISTED_PROBLEMS])
     raise ValueError(
         f"{len(empty)} empty text(s) in split {split!r}: {listed}. "
         "Fix or remove these rows, or pass empty_text='skip' (run_sppscl.py: --empty_text skip) to drop them."
