@@ -30,6 +30,9 @@ SUMMARY_TOKENS = {
     "dinov2_with_registers": 1,  # class (+ registers)
     "swin": 0,
 }
+# Dual encoders whose checkpoints hold each half under the names the half's own model class loads (`vision_model.`,
+# `text_model.`). Other composite configs (e.g. a vision-language model's) are not split: their weights would not load.
+DUAL_ENCODERS = ("clip", "siglip")
 # Text towers whose position 0 does not summarise the text, with the pooling they would need instead.
 POOLING_NEEDED = {
     "clip_text_model": "end-of-text-token pooling (CLIP's text tower is causal: only its end-of-text token has read "
@@ -45,8 +48,7 @@ CONFIG_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "trust_re
 
 def tower_half(config: PreTrainedConfig, modality: str) -> PreTrainedConfig:
     """The `modality` ("text" or "vision") half of a dual-encoder config (CLIP, SigLIP), else `config` itself."""
-    half = getattr(config, f"{modality}_config", None)
-    return half if isinstance(half, PreTrainedConfig) else config
+    return getattr(config, f"{modality}_config") if config.model_type in DUAL_ENCODERS else config
 
 
 def text_pooling_refusal(config: PreTrainedConfig) -> str | None:
@@ -81,7 +83,13 @@ def load_tower(name_or_path: str, modality: str, **kwargs) -> PreTrainedModel:
         check_text_tower(half)
     if half is config:
         return AutoModel.from_pretrained(name_or_path, **kwargs)
-    return MODEL_MAPPING[type(half)].from_pretrained(name_or_path, config=half, **kwargs)
+    model, loading = MODEL_MAPPING[type(half)].from_pretrained(name_or_path, config=half, output_loading_info=True, **kwargs)
+    if loading["missing_keys"]:
+        raise ValueError(
+            f"{name_or_path}: the {config.model_type} checkpoint has no weights for its {modality} half "
+            f"({sorted(loading['missing_keys'])[:3]}, ...)"
+        )
+    return model
 
 
 def accepts_input(model: PreTrainedModel, name: str) -> bool:
@@ -119,4 +127,4 @@ def image_feature_map(last_hidden_state: torch.Tensor, config: PreTrainedConfig,
     return patches.unflatten(1, (rows, columns)).permute(0, 3, 1, 2)
 
 
-__all__ = ["SUMMARY_TOKENS", "accepts_input", "check_text_tower", "image_feature_map", "load_tower", "patch_grid", "tower_half"]
+__all__ = ["DUAL_ENCODERS", "SUMMARY_TOKENS", "accepts_input", "check_text_tower", "image_feature_map", "load_tower", "patch_grid", "tower_half"]

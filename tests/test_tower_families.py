@@ -13,6 +13,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoProcessor,
     BertConfig,
@@ -248,6 +249,14 @@ def test_dual_encoder_checkpoint_gives_its_vision_half(name, tmp_path):
     half = SppSclConfig(vision_config=dual.config.to_dict()).vision_config
     settings = lambda config: {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "dtype")}  # noqa: E731
     assert type(half) is type(model.config.vision_config) and settings(half) == settings(model.config.vision_config)
+
+
+def test_dual_encoder_checkpoint_without_the_half_is_refused(tmp_path):
+    save_dual_encoder("clip", tmp_path / "clip")
+    weights = tmp_path / "clip" / "model.safetensors"
+    save_file({key: value for key, value in load_file(str(weights)).items() if not key.startswith("vision_model.")}, str(weights))
+    with pytest.raises(ValueError, match="the clip checkpoint has no weights for its vision half"):
+        load_tower(str(tmp_path / "clip"), "vision")
 
 
 REFUSED_TEXT_TOWERS = {
