@@ -129,13 +129,19 @@ class SppSclCrossModalFusion(nn.Module):
         )
         self.mode = config.fusion_attention
         self.scale = 1.0 / math.sqrt(dim)
+        # Set by a data-parallel trainer to a function that concatenates a tensor over every process: the batch
+        # attention then sees the global batch, as one process holding it would. None: this process's batch.
+        self.gather_batch = None
 
     def _project(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(layer(x))
 
     def _across_batch(self, scaling: torch.Tensor, source: torch.Tensor, query, key, value) -> torch.Tensor:
-        attention = torch.softmax((scaling * self._project(query, source)) @ (scaling * self._project(key, source)).T * self.scale, dim=-1)
-        return attention @ self._project(value, source)
+        keys, values = scaling * self._project(key, source), self._project(value, source)
+        if self.gather_batch is not None:
+            keys, values = self.gather_batch(keys), self.gather_batch(values)
+        attention = torch.softmax((scaling * self._project(query, source)) @ keys.T * self.scale, dim=-1)
+        return attention @ values
 
     def forward(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
         if self.mode == "batch":

@@ -397,8 +397,9 @@ def test_model_card_metadata_round_trips(export):
     expected = eval_results_from_metrics(METRICS, DATASET_NAME, None)
     assert card.data.eval_results == expected
     assert card.data.model_name == "sppscl-default-synthetic-demo-set"
-    # Issue 11: no pipeline_tag (the text-classification widget cannot run this model) and the widget turned off.
-    assert card.data.pipeline_tag is None and card.data.to_dict()["inference"] is False
+    # Issues 11 and 19: the Hub has no image-text classification task, so `other` (no wrong widget) and the widget off.
+    assert card.data.pipeline_tag == "other" and card.data.to_dict()["inference"] is False
+    assert {result.task_type for result in card.data.eval_results} == {"other"}
     assert card.data.library_name == "transformers"
     assert card.data.license == "apache-2.0" and card.data.base_model == BASE_MODELS
     assert {"sppscl", "sppscl-default", "multimodal", "sentiment-analysis"} <= set(card.data.tags)
