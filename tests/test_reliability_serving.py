@@ -297,14 +297,17 @@ def test_20_mb_text_is_cut_to_max_text_characters_before_tokenizing(surfaces, su
 
 
 def test_limits_are_saved_with_the_processor_and_lifted_per_call(export, tmp_path):  # noqa: F811
-    from transformers import AutoProcessor, pipeline
+    from transformers import AutoModel, AutoProcessor, pipeline
 
     folder = tmp_path / "limited"
     export.model.save_pretrained(folder)
     processor = export.processor
     SppSclProcessor(processor.image_processor, processor.tokenizer, max_pixels=100, max_aspect_ratio=1.1, max_text_characters=6).save_pretrained(folder)
-    assert AutoProcessor.from_pretrained(folder, trust_remote_code=True).max_pixels == 100
-    classify = pipeline(model=str(folder), trust_remote_code=True, device="cpu")
+    # The installed package's classes: loading remote code in-process would re-register the Auto classes for the
+    # rest of the session (the remote-code path is tested in fresh processes in test_tower_families.py).
+    reloaded = AutoProcessor.from_pretrained(folder)
+    assert reloaded.max_pixels == 100
+    classify = pipeline("image-text-classification", model=AutoModel.from_pretrained(folder), processor=reloaded, device="cpu")
     pair = {"image": export.image_path.read_bytes(), "text": TEXT}
     with pytest.raises(ValueError, match=r"input 0: image bytes has 64 x 50 = 3,200 pixels, over the limit max_pixels=100"):
         classify(pair)
