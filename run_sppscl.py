@@ -196,7 +196,7 @@ def parse_arguments(argv: list[str] | None = None):
         with user_errors(argv[0], (OSError, ValueError), UsageError):
             argv = as_flags(json.loads(Path(argv[0]).read_text()))
     given = explicit_options(parser, argv)
-    filled, recipe = preset_values(given)
+    filled, recipe, recipe_config = preset_values(given)
     if not torch.accelerator.is_available() and "dataloader_pin_memory" not in given:
         filled["dataloader_pin_memory"] = False  # pinned memory helps only copies to an accelerator
     # TrainingArguments' own checks (strategies that do not match, ...) raise ValueError.
@@ -206,20 +206,21 @@ def parse_arguments(argv: list[str] | None = None):
     if recipe is not None:
         training_args.applied_recipe = {"name": recipe.name, "source": recipe.source,
                                         "values": {name: value for name, value in filled.items() if name in recipe.arguments},
-                                        "config": parse_config_overrides(filled.get("config_overrides"))}
+                                        "config": recipe_config}
     return (*parsed, set(given))
 
 
-def preset_values(given: dict) -> tuple[dict, object]:
-    """The values the demo preset or the recipe adds to what the command line `given` sets, and the recipe."""
+def preset_values(given: dict) -> tuple[dict, object, dict]:
+    """The values the demo preset or the recipe adds to what the command line `given` sets, the recipe, and the
+    config values it adds to --config_overrides."""
     if not any(given.get(name) for name in DATA_SOURCES):
         named = [f"--{name}" for name in MODEL_SOURCES if given.get(name)]
         if named:
             raise UsageError(f"{' and '.join(named)} given but no data: pass --data_dir, --train_file, --dataset_name or "
                              "--hfm_text_dir (leave out every model flag to run the built-in demo)")
-        return {name: value for name, value in DEMO_PRESET.items() if name not in given}, None
+        return {name: value for name, value in DEMO_PRESET.items() if name not in given}, None, {}
     if given.get("model_name_or_path"):
-        return {}, None
+        return {}, None, {}
     if not (given.get("text_model_name_or_path") and given.get("vision_model_name_or_path")):
         raise UsageError("a run on your data needs --model_name_or_path, or both --text_model_name_or_path and "
                          "--vision_model_name_or_path")
@@ -228,7 +229,7 @@ def preset_values(given: dict) -> tuple[dict, object]:
     filled, config = unset_values(recipe, set(given), overrides)
     if config:
         filled["config_overrides"] = ",".join(f"{key}={json.dumps(value)}" for key, value in {**overrides, **config}.items())
-    return filled, recipe
+    return filled, recipe, config
 
 
 def is_demo(data_args: DataArguments) -> bool:
@@ -486,12 +487,18 @@ def towers_train(model) -> bool:
     return any(param.requires_grad for name, param in model.named_parameters() if name.startswith(TOWER_PREFIXES))
 
 
+def checked_arguments(argv: list[str] | None = None):
+    """`parse_arguments`, then every option checked (ranges, --config_overrides keys and types) before any work."""
+    model_args, data_args, space_args, training_args, given = parse_arguments(argv)
+    check_numbers(model_args, data_args, training_args)
+    config_overrides(model_args)
+    return model_args, data_args, space_args, training_args, given
+
+
 def run() -> dict:
     """The run the command line asks for; its results (empty on processes other than the main one)."""
     run_cpu_processes_as_one_job()
-    model_args, data_args, space_args, training_args, given = parse_arguments()
-    check_numbers(model_args, data_args, training_args)
-    config_overrides(model_args)
+    model_args, data_args, space_args, training_args, given = checked_arguments()
     demo = is_demo(data_args)
     set_up_logging(training_args)
     log_recipe(training_args)
