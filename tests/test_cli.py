@@ -7,6 +7,7 @@ line, no traceback (but with `--log_level debug`), nothing written, and a demo c
 import configparser
 import importlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -203,6 +204,24 @@ def test_the_console_script_is_run_sppscl_main_and_the_license_matches_the_metad
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
 
 
+def test_importing_the_pipeline_again_does_not_warn_and_keeps_the_task():
+    """`pipeline(..., trust_remote_code=True)` imports the saved pipeline file at every call."""
+    import modeling_sppscl.pipeline_sppscl as module
+    from transformers.pipelines import PIPELINE_REGISTRY
+    from transformers.pipelines import base
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    base.logger.addHandler(handler)
+    try:
+        importlib.reload(module)
+    finally:
+        base.logger.removeHandler(handler)
+    assert [record.getMessage() for record in records if record.levelno >= logging.WARNING] == []
+    assert PIPELINE_REGISTRY.check_task("image-text-classification")[1]["impl"].__name__ == "ImageTextClassificationPipeline"
+
+
 # ----- what the user sees (subprocesses) -----------------------------------------------------------------------------
 def run_script(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -229,7 +248,7 @@ def test_bad_data_is_one_message_exit_1_and_nothing_is_computed(tmp_path, tower_
     output = tmp_path / "out"
     result = run_script(["--data_dir", str(data), "--text_model_name_or_path", str(tower_folders / "text"),
                          "--vision_model_name_or_path", str(tower_folders / "vision"), "--output_dir", str(output),
-                         "--do_train"], cwd=tmp_path)
+                         "--do_train", "--config_overrides", "num_text_layers=3"], cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
