@@ -131,7 +131,10 @@ class DataArguments:
         default=None, metadata={"help": "Cache the frozen towers' outputs (default: on when a tower is frozen; with one tower "
                                  "trainable, only the frozen one is cached and the other runs on raw inputs)."}
     )
-    feature_cache_dir: str | None = field(default=None, metadata={"help": "Feature cache folder (default: <output_dir>/feature_cache)."})
+    feature_cache_dir: str | None = field(
+        default=None, metadata={"help": "Feature cache folder (default: sppscl_features under the datasets cache, $HF_DATASETS_CACHE "
+                                "or $HF_HOME/datasets; never in the output folder, so a push cannot take it along)."}
+    )
     feature_cache_dtype: str = field(
         default="float32", metadata={"help": "'float32' or 'float16' storage of cached features.", "choices": tuple(STORAGE_DTYPES)}
     )
@@ -384,11 +387,10 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
         return splits, raw_inputs
     if not towers:
         raise ValueError("--cache_features true needs a frozen tower (--freeze_text_model or --freeze_vision_model)")
-    cache_dir = data_args.feature_cache_dir or str(Path(training_args.output_dir) / "feature_cache")
     with training_args.main_process_first(desc="feature extraction"):
         cached = {
             # On the device training will use (this process's accelerator), not wherever the model was loaded.
-            name: extract_features(model, processor, dataset, cache_dir=cache_dir, batch_size=training_args.per_device_eval_batch_size,
+            name: extract_features(model, processor, dataset, cache_dir=data_args.feature_cache_dir, batch_size=training_args.per_device_eval_batch_size,
                                    storage_dtype=data_args.feature_cache_dtype, towers=towers, device=training_args.device,
                                    precision=data_args.feature_extraction_precision,
                                    num_workers=training_args.dataloader_num_workers or None)

@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from transformers import BertConfig, BertTokenizerFast, ConvNextConfig, ResNetConfig
@@ -65,6 +66,17 @@ def tiny_image_processor():
 
 def tiny_processor(folder: Path, variant: str = "default") -> SppSclProcessor:
     return SppSclProcessor.for_config(tiny_config(variant), tiny_image_processor(), tiny_tokenizer(folder))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache(tmp_path_factory) -> Path:
+    """The datasets cache (where feature caches go by default) is a temporary folder, for this process and the
+    scripts the tests start: no test writes to the user's cache."""
+    folder = tmp_path_factory.mktemp("hf_datasets_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_DATASETS_CACHE", str(folder))
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", folder)
+        yield folder
 
 
 @pytest.fixture

@@ -179,7 +179,8 @@ def test_run_refuses_bad_data_before_any_tower_runs(tmp_path):
     ResNetModel(tiny_resnet_config()).save_pretrained(towers / "vision")
     tiny_image_processor().save_pretrained(towers / "vision")
     output = tmp_path / "out"
-    env = {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+           "HF_DATASETS_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "run_sppscl.py"), "--data_dir", str(folder), "--text_model_name_or_path", str(towers / "text"),
          "--vision_model_name_or_path", str(towers / "vision"), "--output_dir", str(output), "--do_train", "--do_eval", "--do_predict",
@@ -189,4 +190,5 @@ def test_run_refuses_bad_data_before_any_tower_runs(tmp_path):
     assert result.returncode != 0
     assert f"{folder / 'dev.json'}, row 1 (id 'd1')" in result.stderr and "--empty_text skip" in result.stderr
     assert "--do_predict needs a test split" in result.stderr
-    assert not (output / "feature_cache").exists() and not list(output.glob("checkpoint-*"))
+    # Refused before any tower ran: no feature cache (it lives under the datasets cache), no checkpoint.
+    assert not (tmp_path / "cache" / "sppscl_features").exists() and not list(output.glob("checkpoint-*"))

@@ -34,7 +34,8 @@ def test_help_names_the_demo_and_explains_every_option():
 
 def test_push_to_hub_offline_fails_in_one_line_before_any_work(tmp_path):
     # A token is set, so that the failure is the network's (without one, it is the missing token's).
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_TOKEN": "hf_test"}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_TOKEN": "hf_test",
+           "HF_DATASETS_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "run_sppscl.py"), "--output_dir", str(tmp_path / "out"), *QUICK_DEMO,
          "--push_to_hub", "--hub_model_id", "user/sppscl-demo"],
@@ -44,7 +45,7 @@ def test_push_to_hub_offline_fails_in_one_line_before_any_work(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr[-3000:]
     assert lines[0].startswith("--push_to_hub user/sppscl-demo: the Hub cannot be used (OfflineModeIsEnabled")
-    assert not (tmp_path / "out" / "feature_cache").exists() and not (tmp_path / "out" / "model.safetensors").exists()
+    assert not (tmp_path / "cache" / "sppscl_features").exists() and not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_unauthorised_token_fails_in_one_line(monkeypatch):

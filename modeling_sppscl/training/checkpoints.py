@@ -1,17 +1,28 @@
-"""Checkpoints that appear whole or not at all, and the newest whole one for `--resume_from_checkpoint last`.
+"""Checkpoints and the final model that appear whole or not at all, and the newest whole checkpoint for
+`--resume_from_checkpoint last`.
 
 The Trainer (transformers 5.x) writes `checkpoint-N` file by file in place, so a run killed while saving leaves a
 folder that `get_last_checkpoint` takes for the newest checkpoint. Here the Trainer's own `_save_checkpoint` writes
 into `<output_dir>/.checkpoint-in-progress/checkpoint-N`, and the finished folder is renamed into place.
+
+`save_model` (the final model) writes into `<folder>/.model-in-progress/`, then moves the files into the folder,
+which holds other things too (checkpoints, metrics, predictions) and so cannot be swapped whole: the old
+`config.json` goes first and the new one comes last, so a folder killed in between has no config and loads as
+nothing, never as new weights with an old processor or config.
 """
 
+import fnmatch
 import os
 import shutil
 from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.utils import CONFIG_NAME
+
+from ..hub.push_files import WEIGHT_PATTERNS
 
 STAGING_DIR = ".checkpoint-in-progress"
+MODEL_STAGING_DIR = ".model-in-progress"
 # The Trainer writes this file last: a folder without it was cut short (a run of an older, non-staging version).
 COMPLETE_MARKER = "trainer_state.json"
 
@@ -27,8 +38,24 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return str(max(steps)[1]) if steps else None
 
 
+def move_model_into_place(staging: Path, folder: Path) -> None:
+    """Move the complete saved model in `staging` into `folder`, `config.json` last; the previous model's weight
+    files that the new one does not have (other shards) are removed with the old config."""
+    names = sorted((path.name for path in staging.iterdir()), key=lambda name: name == CONFIG_NAME)
+    (folder / CONFIG_NAME).unlink(missing_ok=True)
+    for stale in folder.iterdir():
+        if stale.name not in names and any(fnmatch.fnmatchcase(stale.name, pattern) for pattern in WEIGHT_PATTERNS):
+            stale.unlink()
+    for name in names:
+        if (folder / name).is_dir():  # os.replace cannot replace a folder that has files
+            shutil.rmtree(folder / name)
+        os.replace(staging / name, folder / name)
+    staging.rmdir()
+
+
 class AtomicCheckpointsMixin:
-    """For a `Trainer` subclass: checkpoints staged under a temporary folder and renamed when complete."""
+    """For a `Trainer` subclass: checkpoints and the final model staged under a temporary folder and moved into
+    place when complete."""
 
     _staging_root: Path | None = None
 
@@ -36,9 +63,26 @@ class AtomicCheckpointsMixin:
         return str(self._staging_root) if self._staging_root is not None else super()._get_output_dir(trial)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # Pushed after the rename: an upload of the staged folder would lose its files mid-way.
-        if self._staging_root is None:
-            super()._push_from_checkpoint(checkpoint_folder)
+        """Does nothing: the Trainer calls it from inside `_save_checkpoint`, on the staged folder, to upload the
+        whole output folder; checkpoints are pushed, model files only, by `CheckpointPushCallback.on_save` once
+        they are in place (see `hub_push`)."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, staged: a run killed while saving leaves the previous model or none (see above)."""
+        if self._staging_root is not None:  # a checkpoint, staged as a whole already
+            return super().save_model(output_dir, _internal_call)
+        folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+        staging = folder / MODEL_STAGING_DIR
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
+        self.accelerator.wait_for_everyone()
+        super().save_model(str(staging), _internal_call=True)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            move_model_into_place(staging, folder)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = Path(self._get_output_dir(trial))
@@ -66,5 +110,3 @@ class AtomicCheckpointsMixin:
             staging_root.rmdir()
             rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
-        if self.args.push_to_hub:
-            self._push_from_checkpoint(str(final))

@@ -20,6 +20,7 @@ from ..hub.model_card import is_sppscl_card
 from ..loss_sppscl import gate_counts, gate_takes_inter_step, step_one_objective, step_two_loss
 from .checkpoints import AtomicCheckpointsMixin
 from .distributed import average_in_place, gather_labels, gather_with_grad, sum_counts
+from .hub_push import ModelOnlyPushMixin
 
 
 UPDATE_MODES = ("two_step", "one_step")
@@ -54,6 +55,11 @@ class SppSclTrainingArguments(TrainingArguments):
         metadata={"help": "Learning rate of the trainable tower parameters (text_model.*, vision_model.*) when a tower "
                   "is fine-tuned; the head keeps --learning_rate. None: one learning rate for all."},
     )
+    push_run_outputs: bool = field(
+        default=False,
+        metadata={"help": "Also push predictions_*.csv, data_report.json and the plots with --push_to_hub (by default a push "
+                  "sends only the model, its card and the run's metrics)."},
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the raw columns for the collator."})
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0: none, as the paper)."})
     metric_for_best_model: str | None = field(default="weighted_f1", metadata={"help": "Dev metric that selects the best checkpoint."})
@@ -76,13 +82,13 @@ class SppSclTrainingArguments(TrainingArguments):
             raise ValueError(f"--tower_learning_rate must be >= 0, got {self.tower_learning_rate}")
 
 
-class SppSclTrainer(AtomicCheckpointsMixin, Trainer):
+class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
     """Trainer for [`SppSclModel`] with the gated two-step (or one-step) semi-push-pull update.
 
     Logs, besides `loss` (the step-1 objective plus the inter-modal term when taken): `ce_loss`,
     `intra_text_loss`, `intra_image_loss`, `inter_loss` (mean over the steps that took it) and
     `gate_step2_rate` (share of steps in which the gate allowed the inter-modal step). Checkpoints are staged and
-    renamed into place when complete (see `checkpoints`).
+    renamed into place when complete (see `checkpoints`); pushes send the model's files only (see `hub_push`).
     """
 
     def __init__(self, *args, **kwargs):
