@@ -248,7 +248,8 @@ def test_bad_data_is_one_message_exit_1_and_nothing_is_computed(tmp_path, tower_
     output = tmp_path / "out"
     result = run_script(["--data_dir", str(data), "--text_model_name_or_path", str(tower_folders / "text"),
                          "--vision_model_name_or_path", str(tower_folders / "vision"), "--output_dir", str(output),
-                         "--do_train", "--config_overrides", "num_text_layers=3"], cwd=tmp_path)
+                         "--do_train", "--config_overrides", "num_text_layers=3", "--class_names", "positive,neutral,negative"],
+                        cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
