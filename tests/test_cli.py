@@ -20,6 +20,7 @@ import run_sppscl
 from conftest import tiny_bert_config, tiny_image_processor, tiny_resnet_config, tiny_tokenizer
 from modeling_sppscl.training.arguments import UsageError, explicit_options
 from modeling_sppscl.training.recipes import RECIPES, resolve_class_weights
+from modeling_sppscl.training.trainer import TOWER_PREFIXES
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -220,6 +221,27 @@ def test_importing_the_pipeline_again_does_not_warn_and_keeps_the_task():
         base.logger.removeHandler(handler)
     assert [record.getMessage() for record in records if record.levelno >= logging.WARNING] == []
     assert PIPELINE_REGISTRY.check_task("image-text-classification")[1]["impl"].__name__ == "ImageTextClassificationPipeline"
+
+
+@pytest.mark.parametrize("variant", ["default", "paper"])
+@pytest.mark.parametrize("weights", ["paper", "ce_only"])
+def test_with_frozen_towers_every_trainable_parameter_reaches_the_loss(variant, weights):
+    """Why run_sppscl.py sets `ddp_find_unused_parameters=False` when both towers are frozen: the loss that DDP's
+    backward sees (step 1 of the two-step update, the whole objective of the one-step update) reaches every
+    trainable parameter, in both variants, with the contrastive terms or without them."""
+    import torch
+
+    from conftest import tiny_model
+
+    terms = {"intra_text_loss_weight": 0.0, "intra_image_loss_weight": 0.0, "inter_loss_weight": 0.0} if weights == "ce_only" else {}
+    model = tiny_model(variant, **terms).train()
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": torch.randint(5, 20, (6, 9), generator=generator), "attention_mask": torch.ones(6, 9, dtype=torch.long),
+              "pixel_values": torch.randn(6, 3, 32, 32, generator=generator), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
+    model(**inputs).loss.backward()
+    trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    assert trainable and not any(name.startswith(TOWER_PREFIXES) for name in trainable)
+    assert [name for name, param in trainable.items() if param.grad is None] == []
 
 
 # ----- what the user sees (subprocesses) -----------------------------------------------------------------------------
