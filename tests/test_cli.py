@@ -242,6 +242,11 @@ def test_with_frozen_towers_every_trainable_parameter_reaches_the_loss(variant, 
     trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
     assert trainable and not any(name.startswith(TOWER_PREFIXES) for name in trainable)
     assert [name for name, param in trainable.items() if param.grad is None] == []
+    # A trained BERT tower holds parameters no loss reaches: there DDP must keep looking for unused ones.
+    model = tiny_model(variant, freeze_text_model=False, **terms).train()
+    model(**inputs).loss.backward()
+    unused = [name for name, param in model.named_parameters() if param.requires_grad and param.grad is None]
+    assert unused == ["text_model.pooler.dense.weight", "text_model.pooler.dense.bias"]
 
 
 # ----- what the user sees (subprocesses) -----------------------------------------------------------------------------
