@@ -145,6 +145,18 @@ def test_no_arguments_and_demo_overrides_keep_the_demo_preset():
             assert (actual.value if hasattr(actual, "value") else actual) in (value, [value]), name
 
 
+def test_an_args_json_file_is_read_as_its_command_line(tmp_path):
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({**dict(zip(TOWERS[::2], TOWERS[1::2])), "learning_rate": 2e-3, "do_train": True,
+                                "report_to": ["none"]}).replace('"--', '"'))
+    _, data_args, _, training_args, given = run_sppscl.checked_arguments([str(path)])
+    assert data_args.data_dir == "data" and training_args.do_train and training_args.learning_rate == 2e-3
+    assert training_args.num_train_epochs == 4 and "learning_rate" not in training_args.applied_recipe["values"]
+    path.write_text("[1, 2]")
+    with pytest.raises(UsageError, match="expected a JSON object"):
+        run_sppscl.checked_arguments([str(path)])
+
+
 def test_options_set_on_the_command_line_are_found_however_spelled():
     parser = run_sppscl.build_parser()
     given = explicit_options(parser, ["--no_freeze_text_model", "--num-train-epochs=3", "--freeze_vision_model", "false",
