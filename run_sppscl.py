@@ -20,7 +20,6 @@ file or data row ends the run with one `error:` line (the traceback only with `-
 """
 
 import argparse
-import csv
 import dataclasses
 import importlib.util
 import json
@@ -33,7 +32,6 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub
-import numpy as np
 import torch
 import transformers
 from transformers import (
@@ -52,6 +50,7 @@ from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, l
 from modeling_sppscl.hub.publish import check_hub_access, write_card, write_model_space
 from modeling_sppscl.hub.space import push_space
 from modeling_sppscl.reporting.metrics import build_compute_metrics
+from modeling_sppscl.reporting.predictions import write_predictions
 from modeling_sppscl.training.arguments import (
     ArgumentParser, UsageError, UserError, as_flags, check_config_overrides, check_numbers, config_error, explicit_options,
     group_options, parse_config_overrides, user_errors,
@@ -123,6 +122,13 @@ class DataArguments:
     empty_text: str = field(
         default="error", metadata={"help": "An empty text, or one with no token the tokenizer knows: 'error', or 'skip' the pair.",
                                    "choices": ("error", "skip")}
+    )
+    allow_images_outside_data_dir: bool = field(
+        default=False, metadata={"help": "Read image paths that lead outside the data folder (`../`, absolute); refused by default."}
+    )
+    strict_data: bool = field(
+        default=False, metadata={"help": "Refuse questionable rows (conflicting duplicate ids, dev/test pairs also in train, a "
+                                 "class without dev pairs) instead of warning and reporting them."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training pairs (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation pairs."})
@@ -246,7 +252,8 @@ def load_data(data_args: DataArguments, seed: int, model_name_or_path: str | Non
     split. Images are decoded at reduced size, so that truncated files meet the --missing_image policy now.
     """
     names = data_args.class_names.split(",") if data_args.class_names else checkpoint_label_names(model_name_or_path)
-    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": True, "empty_text": data_args.empty_text}
+    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": True, "empty_text": data_args.empty_text,
+              "allow_images_outside_data_dir": data_args.allow_images_outside_data_dir}
     if is_demo(data_args):
         return load_demo_data(seed=seed)
     if data_args.data_dir:
@@ -393,7 +400,7 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
             name: extract_features(model, processor, dataset, cache_dir=data_args.feature_cache_dir, batch_size=training_args.per_device_eval_batch_size,
                                    storage_dtype=data_args.feature_cache_dtype, towers=towers, device=training_args.device,
                                    precision=data_args.feature_extraction_precision,
-                                   num_workers=training_args.dataloader_num_workers or None)
+                                   num_workers=training_args.dataloader_num_workers or None, split=name)
             for name, dataset in splits.items()
         }
     if len(towers) == 1:
@@ -425,25 +432,17 @@ def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:
     return checkpoint
 
 
-def write_predictions(path: Path, dataset, logits: np.ndarray, id2label: dict[int, str]) -> None:
-    probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label", "prediction", *[f"prob_{id2label[i]}" for i in range(len(id2label))]])
-        for row_id, label, probs in zip(dataset["id"], dataset["label"], probabilities):
-            writer.writerow([row_id, id2label[int(label)], id2label[int(probs.argmax())], *[f"{p:.6f}" for p in probs]])
-
-
 def set_up_logging(training_args: SppSclTrainingArguments) -> None:
     """`--log_level` (INFO on the main process when passive) governs our lines, transformers', datasets' and Python
-    warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting, feature extraction),
-    transformers and huggingface_hub (saving)."""
+    warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting), transformers (the
+    Trainer's, and ours: feature extraction, image checks) and huggingface_hub (saving)."""
     level = training_args.get_process_log_level() if training_args.log_level != "passive" or not training_args.should_log else logging.INFO
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
     logging.captureWarnings(True)
     transformers.utils.logging.set_verbosity(level)
     datasets.utils.logging.set_verbosity(level)
-    if training_args.disable_tqdm:
+    # As the Trainer's own bars: one process per machine shows them.
+    if training_args.disable_tqdm or training_args.local_process_index != 0:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
         huggingface_hub.utils.disable_progress_bars()
@@ -525,7 +524,8 @@ def run() -> dict:
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
     with user_errors(kinds=(ValueError,)):
         checked = check_before_training(loaded, model, processor, training_args, limits, data_args.empty_text,
-                                        report_dir=training_args.output_dir if training_args.should_save else None)
+                                        report_dir=training_args.output_dir if training_args.should_save else None,
+                                        strict_data=data_args.strict_data)
     splits, collator = prepare_splits(checked, data_args, model, processor, training_args)
     if data_args.head_num_threads:
         torch.set_num_threads(data_args.head_num_threads)
@@ -561,9 +561,9 @@ def run() -> dict:
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
             write_predictions(output_dir / f"predictions_{split}.csv", splits[split], logits, model.config.id2label)
     if trainer.is_world_process_zero():
-        metrics = write_card(output_dir, model, results, model_args, data_args, training_args, space_args, demo)
+        metrics = write_card(output_dir, trainer, results, model_args, data_args, space_args, demo)
         if space_args.write_space:
-            write_model_space(output_dir, model, metrics, loaded.splits, training_args)
+            write_model_space(output_dir, trainer, metrics, loaded.splits, data_args, demo)
         if data_args.plot:
             from modeling_sppscl.reporting.plots import write_plots
 

@@ -81,8 +81,8 @@ class Row:
     blanked: str | None = None
 
 
-# CE-only and CE+intra rows use the one-step update: in the two-step update an open gate would still run an
-# AdamW step on all-zero gradients (momentum and weight decay move the weights) even with the inter weight at 0.
+# CE-only and CE+intra rows use the one-step update, as measured: the two-step update then ran an AdamW step on
+# all-zero gradients whenever the gate opened (with the inter weight at 0 it now takes no step 2 either).
 HEAD_ROWS = {
     "text_only": Row(CE_ONLY, blanked="image"),
     "image_only": Row(CE_ONLY, blanked="text"),

@@ -1,9 +1,9 @@
 """SPP-SCL for transformers.
 
 The modules at this level travel to the Hub with a saved model (they import each other relatively only):
-configuration, modeling, losses, processing, pipeline, endpoint handler. The subpackages serve training and
-tooling: `data` (readers, demo set, collators, feature cache), `training` (trainer, distributed reductions),
-`reporting` (metrics, plots), `hub` (model card, folder checks, reference-checkpoint conversion).
+configuration, modeling, losses, processing, image utilities, pipeline, endpoint handler. The subpackages serve
+training and tooling: `data` (readers, demo set, collators, feature cache), `training` (trainer, distributed
+reductions), `reporting` (metrics, plots), `hub` (model card, folder checks, reference-checkpoint conversion).
 """
 
 from .configuration_sppscl import VARIANTS, SppSclConfig

@@ -6,8 +6,10 @@ labels with their probabilities, best first (a single input gets a single list).
 `ValueError` saying which input is wrong and how: the Hugging Face Inference Toolkit answers an exception raised by
 the handler with HTTP 400 and `{"error": <message>}` (a returned body would go out as 200).
 
-Images are decoded by the pipeline's `load_image` (the repository's one image opener), which refuses an image over
-its pixel or aspect-ratio limits from the header, before decoding, and a decompression bomb as well.
+Images are decoded once, at reduced size, by the pipeline (through the repository's one image opener,
+`image_utils_sppscl.load_image`), under the limits saved with the processor: an image over its pixel or
+aspect-ratio limit is refused from the header, before decoding, and a decompression bomb as well; texts are cut to
+`max_text_characters` before tokenizing, and a text with nothing to read is refused. A client cannot lift a limit.
 
 Only transformers and the standard library are imported: the model, processor and pipeline come from the
 repository's own code (`trust_remote_code=True`), so the endpoint does not need the `sppscl` package.

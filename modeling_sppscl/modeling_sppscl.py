@@ -128,13 +128,19 @@ class SppSclCrossModalFusion(nn.Module):
         )
         self.mode = config.fusion_attention
         self.scale = 1.0 / math.sqrt(dim)
+        # Set by a data-parallel trainer to a function that concatenates a tensor over every process: the batch
+        # attention then sees the global batch, as one process holding it would. None: this process's batch.
+        self.gather_batch = None
 
     def _project(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(layer(x))
 
     def _across_batch(self, scaling: torch.Tensor, source: torch.Tensor, query, key, value) -> torch.Tensor:
-        attention = torch.softmax((scaling * self._project(query, source)) @ (scaling * self._project(key, source)).T * self.scale, dim=-1)
-        return attention @ self._project(value, source)
+        keys, values = scaling * self._project(key, source), self._project(value, source)
+        if self.gather_batch is not None:
+            keys, values = self.gather_batch(keys), self.gather_batch(values)
+        attention = torch.softmax((scaling * self._project(query, source)) @ keys.T * self.scale, dim=-1)
+        return attention @ values
 
     def forward(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
         if self.mode == "batch":
@@ -293,8 +299,6 @@ class SppSclModel(SppSclPreTrainedModel):
                 f"text_hidden_states must be {expected[0]} tensors of shape [batch, length, {expected[1]}] (or one "
                 f"[{expected[0]}, batch, length, {expected[1]}] tensor), got shape {tuple(text_hidden_states.shape)}"
             )
-        if text_hidden_states.shape[2] < 3:
-            raise ValueError(f"text_hidden_states need at least 3 positions (summary token, text, separator), got {text_hidden_states.shape[2]}")
         return text_hidden_states
 
     def _check_image_features(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -324,12 +328,20 @@ class SppSclModel(SppSclPreTrainedModel):
         return tower_output.last_hidden_state, tower_output
 
     def _embed_text(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if hidden_states.shape[2] < 3:
+            raise ValueError(f"the texts need at least 3 positions (summary token, text, separator), got {hidden_states.shape[2]}")
         if attention_mask is None:
             if self.config.text_pooling == "masked_mean":
                 raise ValueError("attention_mask is required with text_pooling='masked_mean' (the default variant)")
         elif attention_mask.shape != hidden_states.shape[1:3]:
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but the text is {tuple(hidden_states.shape[1:3])}"
+            )
+        elif (attention_mask.sum(dim=1) < 3).any():
+            empty = torch.nonzero(attention_mask.sum(dim=1) < 3).flatten().tolist()
+            raise ValueError(
+                f"text(s) {empty} of the batch have no token between the summary and separator tokens; the processor "
+                "refuses such texts (see processing_sppscl.text_problems)"
             )
         return self.text_projection(self.text_encoder(hidden_states, attention_mask))
 
@@ -393,7 +405,6 @@ class SppSclModel(SppSclPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> SppSclOutput | tuple:
         r"""
         text_hidden_states (`tuple[torch.Tensor]` or `torch.Tensor`, *optional*):

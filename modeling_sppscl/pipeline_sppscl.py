@@ -9,13 +9,11 @@ from transformers import AutoModel, Pipeline
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .processing_sppscl import load_image
+from .processing_sppscl import LIMITS, text_problems
 from .remote_code_sppscl import PIPELINE_TASK
 
 
 INPUT_KEYS = ("image", "text")
-# Call parameters passed on to `load_image`: limits checked from the image header before decoding.
-IMAGE_LIMITS = ("max_pixels", "max_aspect_ratio")
 IMAGE_TYPES = (PIL.Image.Image, np.ndarray, str, os.PathLike, bytes, bytearray)
 
 
@@ -28,13 +26,8 @@ def _pair_problem(pair: Any) -> str | None:
     unexpected = sorted(set(pair) - set(INPUT_KEYS))
     if unexpected:
         return f"unexpected keys {unexpected} (an input has only 'image' and 'text')"
-    text = pair["text"]
-    if not isinstance(text, str):
-        return f"'text' must be a string, got {type(text).__name__}"
-    if not text.strip():
-        return "'text' is empty"
-    if not any(character.isprintable() and not character.isspace() for character in text):
-        return "'text' has only invisible characters (zero-width or control characters), which tokenize to nothing"
+    if not isinstance(pair["text"], str):
+        return f"'text' must be a string, got {type(pair['text']).__name__}"
     if not isinstance(pair["image"], IMAGE_TYPES):
         return (
             f"'image' must be a PIL image, a path or a uint8 numpy array, got {type(pair['image']).__name__} "
@@ -43,14 +36,20 @@ def _pair_problem(pair: Any) -> str | None:
     return None
 
 
-def checked_pair(pair: Any, index: int, **limits) -> dict[str, Any]:
-    """The input `pair` with its image decoded, or a `ValueError` naming the position and the problem; every input
-    of a call is checked so before any inference runs. `limits` (`max_pixels`, `max_aspect_ratio`) go to
-    `load_image`, which refuses an image over them from its header."""
+def checked_pair(pair: Any, index: int, processor, limits: dict[str, Any]) -> dict[str, Any]:
+    """The input `pair` with its text cut to `max_text_characters` and its image decoded (once, at reduced size,
+    under `max_pixels` and `max_aspect_ratio`), or a `ValueError` naming the position and the problem; every
+    input of a call is checked so before any inference runs. The text is judged by `text_problems`, the rule
+    that training data follow too."""
     problem = _pair_problem(pair)
     if problem is None:
+        text = pair["text"][: limits["max_text_characters"]]
+        text_problem = text_problems([text], processor.tokenizer).get(0)
+        if text_problem is not None:
+            problem = f"'text' {text_problem}"
+    if problem is None:
         try:
-            return {"image": load_image(pair["image"], **limits), "text": pair["text"]}
+            return {"image": processor.load_images(pair["image"], **limits)[0], "text": text}
         except ValueError as error:
             problem = str(error)
     raise ValueError(f"{PIPELINE_TASK} input {index}: {problem}")
@@ -62,8 +61,8 @@ class ImageTextClassificationPipeline(Pipeline):
     Inputs are `{"image": PIL image | path | uint8 numpy array | encoded bytes, "text": str}` or a list of them; each gets a list
     of `{"label", "score"}` (softmax probabilities), best first. `top_k` keeps that many labels (all by default).
     `batch_size` groups pairs into one forward pass: with the paper variant, whose fusion attends across the batch,
-    a pair's scores then depend on its batch-mates. `max_pixels` and `max_aspect_ratio` bound the images, checked
-    from their headers before decoding (defaults: those of `load_image`; None lifts a limit).
+    a pair's scores then depend on its batch-mates. `max_pixels`, `max_aspect_ratio` and `max_text_characters`
+    override the processor's limits for a call (None lifts one); each image is decoded once, under them.
 
     Example:
 
@@ -82,29 +81,30 @@ class ImageTextClassificationPipeline(Pipeline):
 
     def __call__(self, inputs: dict[str, Any] | list[dict[str, Any]], **kwargs) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Score one pair (a dict) or a list of pairs; bad inputs raise a `ValueError` before any inference."""
-        limits = {name: kwargs.pop(name) for name in IMAGE_LIMITS if name in kwargs}
+        limits = self.processor.pop_limits(kwargs)
         if isinstance(inputs, dict):
-            return super().__call__(checked_pair(inputs, 0, **limits), **kwargs)
+            return super().__call__(checked_pair(inputs, 0, self.processor, limits), **kwargs)
         if not isinstance(inputs, (list, tuple)):
             raise ValueError(
                 f"image-text-classification expects a dict {{'image': ..., 'text': ...}} or a list of them, got {type(inputs).__name__}"
             )
         if not inputs:
             return []
-        return super().__call__([checked_pair(pair, index, **limits) for index, pair in enumerate(inputs)], **kwargs)
+        return super().__call__([checked_pair(pair, index, self.processor, limits) for index, pair in enumerate(inputs)], **kwargs)
 
     def _sanitize_parameters(self, top_k: int | None = None, **unexpected) -> tuple[dict, dict, dict]:
         if unexpected:
             raise TypeError(
                 f"image-text-classification got unexpected parameters {sorted(unexpected)} (it takes top_k, batch_size, "
-                f"{' and '.join(IMAGE_LIMITS)})"
+                f"{', '.join(LIMITS)})"
             )
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer or None (all labels), got {top_k!r}")
         return {}, {}, ({"top_k": top_k} if top_k is not None else {})
 
     def preprocess(self, pair: dict[str, Any]) -> BatchFeature:
-        features = self.processor(images=pair["image"], text=pair["text"], return_tensors="pt")
+        # `checked_pair` applied the call's limits and decoded the image: the processor takes the pair as it is.
+        features = self.processor(images=pair["image"], text=pair["text"], return_tensors="pt", **dict.fromkeys(LIMITS))
         features["pixel_values"] = features["pixel_values"].to(self.dtype)
         return features
 

@@ -1,168 +1,79 @@
 """Processor of SPP-SCL: a tokenizer and an image processor behind one call."""
 
-import io
 import os
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
-import PIL.Image
 from transformers import AutoProcessor, ConvNextImageProcessorPil, ProcessorMixin
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 from .configuration_sppscl import PAPER_TEXT_MAX_LENGTH, SppSclConfig
+from .image_utils_sppscl import (
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_PIXELS,
+    ImageLimitError,
+    decode_size,
+    image_size,
+    load_image,
+)
 from .remote_code_sppscl import save_with_code_files
 
 
-ImageLike = PIL.Image.Image | np.ndarray | str | os.PathLike | bytes
-
-# Limits checked from the header, before any pixel is decoded. 64 megapixels admit the largest photos of
-# today's phones and cameras (48-61 MP) and bound a decoded RGB image to ~200 MB; an aspect ratio of 50:1
-# admits long phone screenshots and panoramas, yet bounds what a resize of the shorter side to 224-256 pixels
-# can blow up to (a 1 x 40,000,000 image would otherwise become 224 x 9 billion pixels).
-DEFAULT_MAX_PIXELS = 64_000_000
-DEFAULT_MAX_ASPECT_RATIO = 50.0
-# Transparent pixels are shown on white, as a browser shows a transparent image on a page by default.
-ALPHA_BACKGROUND = (255, 255, 255)
-# Modes whose samples exceed 8 bits: scaled to 0..255 (not clipped) before the conversion to RGB.
-HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-UINT16_MAX = 65535
+# Texts are cut to this many characters before they are tokenized: far more than the 202 tokens (~1,000
+# characters) the model reads, and a bound on what one text costs (a 20 MB text would be tokenized in full).
+DEFAULT_MAX_TEXT_CHARACTERS = 10_000
+# The limits of one call: attributes of the processor, saved with it; a call may override them (None lifts one).
+LIMITS = ("max_text_characters", "max_pixels", "max_aspect_ratio")
+REPLACEMENT_CHARACTER = "\ufffd"  # what a failed decode leaves in a text
 
 
-class ImageLimitError(ValueError):
-    """An image over `max_pixels` or `max_aspect_ratio` (or over PIL's decompression-bomb limit)."""
+def _visible(character: str) -> bool:
+    return character.isprintable() and not character.isspace() and character != REPLACEMENT_CHARACTER
 
 
-def _array_image(array: np.ndarray) -> PIL.Image.Image:
-    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"an image array must be uint8 with shape HxW or HxWxC (C = 1, 3 or 4), got {array.dtype} {array.shape}")
-    return PIL.Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+def text_problems(texts: Sequence[Any], tokenizer=None, input_ids=None) -> dict[int, str]:
+    """The one rule that decides which texts cannot be used, for training data and serving alike: position -> why.
 
-
-def _check_limits(size: tuple[int, int], label: str, max_pixels: int | None, max_aspect_ratio: float | None) -> None:
-    width, height = size
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageLimitError(
-            f"image {label} has {width} x {height} = {width * height:,} pixels, over the limit max_pixels={max_pixels:,}; "
-            "downscale it, or pass a larger max_pixels (None for no limit) if its source is trusted"
-        )
-    if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(1, min(width, height)):
-        raise ImageLimitError(
-            f"image {label} is {width} x {height} pixels, an aspect ratio over the limit max_aspect_ratio={max_aspect_ratio:g}; "
-            "crop it, or pass a larger max_aspect_ratio (None for no limit)"
-        )
-
-
-def _eight_bit(image: PIL.Image.Image) -> PIL.Image.Image:
-    """An "L" image from a high-depth one, scaled rather than clipped.
-
-    I;16*: 0..65535 to 0..255. I (32-bit, what 16-bit files may decode to): the same when its values fit in
-    0..65535, else its min..max range. F: 0..1 to 0..255 when its values lie there (the float-image convention),
-    else its min..max range; NaN counts as 0.
+    A text is refused when it is not a string, is blank, has only invisible characters (control, zero-width and
+    other format characters, U+FFFD), or -- given its `tokenizer` -- gives no token but the tokenizer's special
+    ones: the model reads the tokens between the summary and the separator token, and would have none. An unknown
+    token counts as a token: it stands for characters the vocabulary lacks (an emoji, say). `input_ids`: the
+    texts' token ids when they are at hand (special tokens and padding may be among them), else they are computed.
     """
-    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if image.mode == "F" and low >= 0 and high <= 1:
-        scaled = values * 255
-    elif image.mode != "F" and low >= 0 and high <= UINT16_MAX:
-        scaled = values * (255 / UINT16_MAX)
+    problems = {}
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            problems[index] = f"is not a string but {type(text).__name__}"
+        elif not text.strip():
+            problems[index] = "is empty"
+        elif not any(map(_visible, text)):
+            problems[index] = "has only invisible characters (control, zero-width or replacement characters), which tokenize to nothing"
+    candidates = [index for index in range(len(texts)) if index not in problems]
+    if tokenizer is None or not candidates:
+        return problems
+    if input_ids is None:
+        rows = tokenizer([texts[index] for index in candidates], add_special_tokens=False)["input_ids"]
     else:
-        scaled = (values - low) * (255 / (high - low)) if high > low else np.zeros_like(values)
-    return PIL.Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+        rows = [input_ids[index] for index in candidates]
+    special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    for index, row in zip(candidates, rows):
+        if all(token in special for token in (row.tolist() if hasattr(row, "tolist") else row)):
+            problems[index] = "has no token the tokenizer knows but its special tokens, so the model has nothing to read"
+    return problems
 
 
-def _to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """RGB from any mode: high depth scaled to 8 bits, transparency composited on `ALPHA_BACKGROUND`."""
-    if image.mode in HIGH_DEPTH_MODES:
-        return _eight_bit(image).convert("RGB")
-    if image.mode == "La":  # premultiplied; PIL converts it to RGBA only through LA
-        image = image.convert("LA")
-    if image.has_transparency_data:
-        background = PIL.Image.new("RGBA", image.size, (*ALPHA_BACKGROUND, 255))
-        return PIL.Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
+def _refuse_texts(problems: dict[int, str], texts: Sequence[Any]) -> None:
+    if problems:
+        raise ValueError("SppSclProcessor: " + "; ".join(f"text {index} {problem}: {str(texts[index])[:40]!r}" for index, problem in problems.items()))
 
 
-def _rgb_at_size(image: PIL.Image.Image, reduced_size: int | None) -> PIL.Image.Image:
-    """`image` in RGB; with `reduced_size`, shrunk by the largest integer factor that keeps its shorter side at
-    least `reduced_size` (JPEG decodes at 1/2, 1/4 or 1/8 scale directly, by draft mode)."""
-    if reduced_size is None:
-        return _to_rgb(image)
-    image.draft(None, (reduced_size, reduced_size))  # a no-op for formats other than JPEG
-    rgb = _to_rgb(image)
-    factor = min(rgb.size) // reduced_size
-    return rgb.reduce(factor) if factor > 1 else rgb
-
-
-def _label(image: ImageLike, name: str | None) -> str:
-    return name or (f"file {image}" if isinstance(image, (str, os.PathLike)) else type(image).__name__)
-
-
-def _read(image: ImageLike, label: str, max_pixels: int | None, max_aspect_ratio: float | None, use):
-    """`use(opened_image)` on the image opened lazily (header read, limits checked, pixels not yet decoded)."""
-    if isinstance(image, np.ndarray):
-        image = _array_image(image)
-    if isinstance(image, PIL.Image.Image):
-        _check_limits(image.size, label, max_pixels, max_aspect_ratio)
-        return use(image)
-    if isinstance(image, (str, os.PathLike)):
-        if not Path(image).is_file():
-            raise ValueError(f"cannot read image {label}: no image file at {image}")
-        source = image
-    elif isinstance(image, (bytes, bytearray)):
-        source = io.BytesIO(image)
-    else:
-        raise ValueError(f"cannot read image {label}: expected a PIL image, a numpy array, a path or bytes, got {type(image).__name__}")
-    try:
-        with PIL.Image.open(source) as opened:
-            _check_limits(opened.size, label, max_pixels, max_aspect_ratio)
-            return use(opened)
-    except (ImageLimitError, MemoryError):
-        raise
-    except PIL.Image.DecompressionBombError as error:
-        raise ImageLimitError(
-            f"image {label} is over PIL's decompression-bomb limit ({error}); raise PIL.Image.MAX_IMAGE_PIXELS and max_pixels if its source is trusted"
-        ) from error
-    except Exception as error:  # PIL reports malformed files with many types: OSError, SyntaxError, EOFError, struct.error...
-        raise ValueError(f"cannot read image {label}: {type(error).__name__}: {error}") from error
-
-
-def image_size(
-    image: ImageLike, name: str | None = None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_aspect_ratio: float | None = DEFAULT_MAX_ASPECT_RATIO
-) -> tuple[int, int]:
-    """(width, height) from the image's header alone, after the limits of `load_image` are checked: the cheap
-    check that a file is there, is an image and is within the limits (truncation shows only when decoding)."""
-    return _read(image, _label(image, name), max_pixels, max_aspect_ratio, lambda opened: opened.size)
-
-
-def load_image(
-    image: ImageLike,
-    name: str | None = None,
-    *,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    max_aspect_ratio: float | None = DEFAULT_MAX_ASPECT_RATIO,
-    reduced_size: int | None = None,
-) -> PIL.Image.Image:
-    """An RGB PIL image from a PIL image, an `H x W (x C)` uint8 array, a file path or encoded bytes.
-
-    The one place where the project opens images: readers, collators, the pipeline and the endpoint all come
-    here. Errors are `ValueError`s that name the file (or `name`) so that a bad row can be found.
-
-    Args:
-        max_pixels, max_aspect_ratio: limits checked from the header, before any pixel is decoded (defaults
-            `DEFAULT_MAX_PIXELS`, `DEFAULT_MAX_ASPECT_RATIO`; None for none); an image over them, or over PIL's
-            decompression-bomb limit, raises `ImageLimitError` (a `ValueError`).
-        reduced_size: decode at a reduced size whose shorter side stays at least this (JPEG at 1/2 to 1/8 scale,
-            cheaply, by draft mode; other formats are decoded, then shrunk by an integer factor). Every byte is
-            still read, so `reduced_size=1` is a cheap full check of a file, truncation included.
-
-    Every PIL mode is converted faithfully: samples over 8 bits (I;16, I;16B, I, F) are scaled to 0..255, not
-    clipped (see `_eight_bit`); transparency (RGBA, LA, PA, P or RGB with a transparent colour) is composited on
-    white (`ALPHA_BACKGROUND`); other modes (1, L, P, CMYK, YCbCr, LAB, HSV...) go through PIL's conversion.
-    """
-    if reduced_size is not None and (not isinstance(reduced_size, int) or reduced_size < 1):
-        raise ValueError(f"reduced_size must be a positive integer or None, got {reduced_size!r}")
-    return _read(image, _label(image, name), max_pixels, max_aspect_ratio, lambda opened: _rgb_at_size(opened, reduced_size))
+def _checked_limit(name: str, value: Any) -> Any:
+    valid = value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 1)
+    if not valid or (name != "max_aspect_ratio" and value is not None and not isinstance(value, int)):
+        kind = "a number >= 1" if name == "max_aspect_ratio" else "a positive integer"
+        raise ValueError(f"SppSclProcessor: {name} must be {kind} or None (no limit), got {value!r}")
+    return value
 
 
 def paper_image_processor() -> ConvNextImageProcessorPil:
@@ -178,7 +89,15 @@ def paper_image_processor() -> ConvNextImageProcessorPil:
 
 class SppSclProcessor(ProcessorMixin):
     r"""
-    Tokenizes texts and prepares images for [`SppSclModel`].
+    Tokenizes texts and prepares images for [`SppSclModel`], as [`CLIPProcessor`] does: `processor(images=...,
+    text=...)` gives `input_ids`, `attention_mask` (and `token_type_ids` where the tokenizer makes them) and
+    `pixel_values`; either may come alone. Other keyword arguments go to the tokenizer and the image processor, flat
+    or as `text_kwargs={...}` / `images_kwargs={...}`, over the defaults `text_kwargs` and `images_kwargs`.
+
+    The cost of one call is bounded by limits kept as attributes, saved with the processor; a call may override
+    them (`processor(..., max_pixels=None)`), and None lifts one. Images are decoded at reduced size (see
+    `decode_size`): the towers see ~224 pixels. Bad inputs raise a `ValueError` naming the input: a text refused by
+    `text_problems`, an image that cannot be read, has no pixel or is over the limits.
 
     Args:
         image_processor: a transformers image processor (PIL backends work without torchvision).
@@ -186,55 +105,93 @@ class SppSclProcessor(ProcessorMixin):
         text_max_length (`int`, defaults to 202): texts are truncated to this many tokens.
         pad_to_max_length (`bool`, defaults to `False`): pad every text to `text_max_length`, as the paper
             variant needs (its text pooling averages over padding); otherwise pad to the longest text of the call.
+        max_text_characters (`int`, defaults to 10,000): texts are cut to this many characters before tokenizing.
+        max_pixels (`int`, defaults to 64,000,000), max_aspect_ratio (`float`, defaults to 50): images over them
+            are refused from their header, before decoding (see `load_image`).
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, text_max_length: int = PAPER_TEXT_MAX_LENGTH, pad_to_max_length: bool = False):
+    images_kwargs = {"return_tensors": "pt"}
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        text_max_length: int = PAPER_TEXT_MAX_LENGTH,
+        pad_to_max_length: bool = False,
+        max_text_characters: int | None = DEFAULT_MAX_TEXT_CHARACTERS,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_aspect_ratio: float | None = DEFAULT_MAX_ASPECT_RATIO,
+    ):
         if not isinstance(text_max_length, int) or text_max_length < 3:
             raise ValueError(f"SppSclProcessor.text_max_length must be an integer >= 3, got {text_max_length!r}")
         self.text_max_length = text_max_length
         self.pad_to_max_length = pad_to_max_length
+        self.max_text_characters = _checked_limit("max_text_characters", max_text_characters)
+        self.max_pixels = _checked_limit("max_pixels", max_pixels)
+        self.max_aspect_ratio = _checked_limit("max_aspect_ratio", max_aspect_ratio)
         super().__init__(image_processor, tokenizer)
 
     @classmethod
-    def for_config(cls, config: SppSclConfig, image_processor, tokenizer) -> "SppSclProcessor":
+    def for_config(cls, config: SppSclConfig, image_processor, tokenizer, **limits) -> "SppSclProcessor":
         """A processor whose padding matches `config`'s text pooling (fixed 202 tokens for the paper variant)."""
         fixed = config.text_max_length
-        return cls(image_processor, tokenizer, text_max_length=fixed or PAPER_TEXT_MAX_LENGTH, pad_to_max_length=fixed is not None)
+        return cls(image_processor, tokenizer, text_max_length=fixed or PAPER_TEXT_MAX_LENGTH, pad_to_max_length=fixed is not None, **limits)
+
+    @property
+    def text_kwargs(self) -> dict[str, Any]:
+        """The tokenizer's defaults: truncation to `text_max_length`, padding to it (`pad_to_max_length`) or to the
+        longest text of the call, PyTorch tensors."""
+        padding = "max_length" if self.pad_to_max_length else "longest"
+        return {"padding": padding, "truncation": True, "max_length": self.text_max_length, "return_tensors": "pt"}
+
+    def pop_limits(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The limits of one call: those in `kwargs` (taken out of it), else the processor's own."""
+        return {name: _checked_limit(name, kwargs.pop(name)) if name in kwargs else getattr(self, name) for name in LIMITS}
+
+    def load_images(self, images, **limits) -> list:
+        """RGB PIL images, each decoded once, at the image processor's `decode_size`, from PIL images, uint8 arrays,
+        paths or encoded bytes (one or a list), under the processor's limits or those given (`max_pixels`,
+        `max_aspect_ratio`)."""
+        limits = self.pop_limits(limits)
+        if isinstance(images, (list, tuple)):
+            batch, names = images, [f"{index} ({image})" if isinstance(image, (str, os.PathLike)) else f"{index}" for index, image in enumerate(images)]
+        else:
+            batch, names = [images], [None]  # named by `load_image`: its path, else its type
+        reduced_size = decode_size(self.image_processor)
+        return [
+            load_image(image, name, max_pixels=limits["max_pixels"], max_aspect_ratio=limits["max_aspect_ratio"], reduced_size=reduced_size)
+            for image, name in zip(batch, names)
+        ]
+
+    def __call__(self, images=None, text=None, **kwargs) -> BatchFeature:
+        """Prepare image-text pairs, texts alone or images alone (see the class docstring)."""
+        limits = self.pop_limits(kwargs)
+        if images is None and text is None:
+            raise ValueError("SppSclProcessor needs texts, images or both")
+        texts = None
+        if text is not None:
+            texts = [text] if isinstance(text, str) else text
+            if not isinstance(texts, (list, tuple)):
+                raise ValueError(f"SppSclProcessor: text must be a string or a list of strings, got {type(text).__name__}")
+            cap = limits["max_text_characters"]
+            texts = [item[:cap] if isinstance(item, str) and cap is not None else item for item in texts]
+            _refuse_texts(text_problems(texts), texts)
+        if images is not None:
+            images = self.load_images(images, **limits)
+        if texts is not None and images is not None and len(texts) != len(images):
+            raise ValueError(f"SppSclProcessor got {len(texts)} texts but {len(images)} images")
+        features = super().__call__(images=images, text=texts, **kwargs)
+        if texts is not None:
+            _refuse_texts(text_problems(texts, self.tokenizer, features["input_ids"]), texts)
+        return features
 
     def tokenize(self, text: str | list[str], return_tensors: str | None = "pt") -> BatchFeature:
         """Tokenize texts alone (the feature cache and the collators use this)."""
-        texts = [text] if isinstance(text, str) else list(text)
-        for index, item in enumerate(texts):
-            if not isinstance(item, str) or not item.strip():
-                raise ValueError(f"SppSclProcessor: text {index} is empty or not a string: {item!r}")
-        encoded = self.tokenizer(
-            texts,
-            padding="max_length" if self.pad_to_max_length else "longest",
-            truncation=True,
-            max_length=self.text_max_length,
-            return_tensors=return_tensors,
-        )
-        return BatchFeature(dict(encoded), tensor_type=return_tensors)
+        return self(text=text, return_tensors=return_tensors)
 
     def preprocess_images(self, images, return_tensors: str | None = "pt") -> BatchFeature:
         """Prepare images alone: PIL images, uint8 arrays, paths or bytes, one or a list."""
-        batch = images if isinstance(images, (list, tuple)) else [images]
-        loaded = [load_image(image, name=f"{index} ({image})" if isinstance(image, (str, os.PathLike)) else f"{index}") for index, image in enumerate(batch)]
-        return self.image_processor(loaded, return_tensors=return_tensors)
-
-    def __call__(self, images=None, text=None, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
-        """Prepare image-text pairs: `input_ids`, `attention_mask` (and `token_type_ids` where the tokenizer has
-        them) and `pixel_values`."""
-        if text is None or images is None:
-            missing = "text" if text is None else "images"
-            raise ValueError(f"SppSclProcessor needs both texts and images; {missing} is missing")
-        texts = [text] if isinstance(text, str) else list(text)
-        image_list = list(images) if isinstance(images, (list, tuple)) else [images]
-        if len(texts) != len(image_list):
-            raise ValueError(f"SppSclProcessor got {len(texts)} texts but {len(image_list)} images")
-        features = dict(self.tokenize(texts, return_tensors=return_tensors))
-        features.update(self.preprocess_images(image_list, return_tensors=return_tensors))
-        return BatchFeature(features, tensor_type=return_tensors)
+        return self(images=images, return_tensors=return_tensors)
 
     @property
     def model_input_names(self) -> list[str]:
@@ -249,4 +206,14 @@ class SppSclProcessor(ProcessorMixin):
 AutoProcessor.register(SppSclConfig, SppSclProcessor, exist_ok=True)
 SppSclProcessor.register_for_auto_class()
 
-__all__ = ["DEFAULT_MAX_ASPECT_RATIO", "DEFAULT_MAX_PIXELS", "ImageLimitError", "SppSclProcessor", "image_size", "load_image", "paper_image_processor"]
+__all__ = [
+    "DEFAULT_MAX_ASPECT_RATIO",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_TEXT_CHARACTERS",
+    "ImageLimitError",
+    "SppSclProcessor",
+    "image_size",
+    "load_image",
+    "paper_image_processor",
+    "text_problems",
+]

@@ -28,6 +28,7 @@ CODE_FILES = (
     "modeling_sppscl.py",
     "loss_sppscl.py",
     "processing_sppscl.py",
+    "image_utils_sppscl.py",
     "pipeline_sppscl.py",
     "remote_code_sppscl.py",
     HANDLER_FILE,

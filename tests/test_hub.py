@@ -367,7 +367,7 @@ def test_pipeline_errors_name_the_input_and_the_problem(export, classify, case):
 
 
 def test_pipeline_rejects_bad_arrays_and_parameters(export, classify):
-    with pytest.raises(ValueError, match="input 0: an image array must be uint8"):
+    with pytest.raises(ValueError, match="input 0: .*an image array must be uint8"):
         classify({"image": np.zeros((8, 8, 3), dtype=np.float32), "text": TEXT})
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         classify({"image": str(export.image_path), "text": TEXT}, top_k=0)
@@ -397,8 +397,9 @@ def test_model_card_metadata_round_trips(export):
     expected = eval_results_from_metrics(METRICS, DATASET_NAME, None)
     assert card.data.eval_results == expected
     assert card.data.model_name == "sppscl-default-synthetic-demo-set"
-    # Issue 11: no pipeline_tag (the text-classification widget cannot run this model) and the widget turned off.
-    assert card.data.pipeline_tag is None and card.data.to_dict()["inference"] is False
+    # Issues 11 and 19: the Hub has no image-text classification task, so `other` (no wrong widget) and the widget off.
+    assert card.data.pipeline_tag == "other" and card.data.to_dict()["inference"] is False
+    assert {result.task_type for result in card.data.eval_results} == {"other"}
     assert card.data.library_name == "transformers"
     assert card.data.license == "apache-2.0" and card.data.base_model == BASE_MODELS
     assert {"sppscl", "sppscl-default", "multimodal", "sentiment-analysis"} <= set(card.data.tags)

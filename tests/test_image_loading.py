@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from modeling_sppscl.processing_sppscl import ALPHA_BACKGROUND, DEFAULT_MAX_PIXELS, ImageLimitError, image_size, load_image
+from modeling_sppscl.image_utils_sppscl import ALPHA_BACKGROUND, DEFAULT_MAX_PIXELS, ImageLimitError, image_size, load_image
 
 
 def encoded(image: PIL.Image.Image, format: str, **kwargs) -> bytes:

@@ -38,7 +38,8 @@ def trainer_for(model, cache, tmp_path, update, gate_ratio=None, **precision):
 def run(trainer):
     trainer.train()
     losses = torch.tensor([entry["loss"] for entry in trainer.state.log_history if "loss" in entry])
-    rates = [entry["gate_step2_rate"] for entry in trainer.state.log_history if "gate_step2_rate" in entry]
+    # One update per log entry: `inter_loss` is logged where the gate let the inter-modal term in.
+    rates = [float("inter_loss" in entry) for entry in trainer.state.log_history if "loss" in entry]
     return losses, {name: param.detach().clone() for name, param in trainer.model.named_parameters()}, rates
 
 

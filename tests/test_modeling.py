@@ -208,10 +208,12 @@ class TestBadInputs:
         with pytest.raises(ValueError, match="attention_mask is required"):
             model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
 
-    def test_processor_needs_both_modalities_and_non_empty_text(self, tmp_path):
+    def test_processor_takes_either_modality_and_refuses_empty_text(self, tmp_path):
         processor = tiny_processor(tmp_path)
-        with pytest.raises(ValueError, match="images is missing"):
-            processor(text=["good"])
+        with pytest.raises(ValueError, match="needs texts, images or both"):
+            processor()
+        assert set(processor(text=["good"])) == {"input_ids", "token_type_ids", "attention_mask"}
+        assert set(processor(images=IMAGES[:1])) == {"pixel_values"}
         with pytest.raises(ValueError, match="text 1 is empty"):
             processor(images=IMAGES[:2], text=["good", "  "])
         with pytest.raises(ValueError, match="2 texts but 1 images"):

@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 import run_sppscl  # noqa: E402
 
-ZERO_WIDTH_SPACE = "\u200b"
+# Visible characters that the tiny BERT tokenizer drops (accent stripping): no token but the special ones.
+TOKENLESS_TEXT = "\u0301\u0301"
 
 
 def run_args(do_train=True, do_eval=True, do_predict=False):
@@ -49,7 +50,7 @@ def model_and_processor(tmp_path):
 
 
 def test_token_less_text_is_refused_naming_file_row_and_id(tmp_path, model_and_processor):
-    loaded = text_data(tmp_path, ["good day", "bad day"], ["fine", ZERO_WIDTH_SPACE, "the cat"])
+    loaded = text_data(tmp_path, ["good day", "bad day"], ["fine", TOKENLESS_TEXT, "the cat"])
     with pytest.raises(ValueError) as error:
         check_before_training(loaded, *model_and_processor, run_args(), {})
     message = str(error.value)
@@ -58,11 +59,18 @@ def test_token_less_text_is_refused_naming_file_row_and_id(tmp_path, model_and_p
 
 
 def test_token_less_text_is_dropped_and_reported_with_skip(tmp_path, model_and_processor):
-    loaded = text_data(tmp_path, ["good day", "bad day"], ["fine", ZERO_WIDTH_SPACE, "the cat"])
+    loaded = text_data(tmp_path, ["good day", "bad day"], ["fine", TOKENLESS_TEXT, "the cat"])
     splits = check_before_training(loaded, *model_and_processor, run_args(), {}, empty_text="skip", report_dir=str(tmp_path))
     assert splits["validation"]["id"] == ["v0", "v2"] and splits["train"]["id"] == ["t0", "t1"]
     report = json.loads((tmp_path / "data_report.json").read_text())
     assert report["splits"]["validation"]["dropped_for_text"] == 1 and report["splits"]["validation"]["pairs"] == 2
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200b", "\x00", "\ufffd \ufffd", " \n\t"])
+def test_texts_without_visible_characters_are_refused_by_the_reader(tmp_path, text):
+    """The serving rule (`text_problems`) at reading time: these reach no tokenizer."""
+    with pytest.raises(ValueError, match=r"validation.jsonl, line 2 \(id 'v1'\): the text is empty or has only invisible characters"):
+        text_data(tmp_path, ["good day", "bad day"], ["fine", text])
 
 
 def test_requested_splits_must_be_there_and_hold_pairs(tmp_path, model_and_processor):
@@ -165,7 +173,7 @@ def test_run_refuses_bad_data_before_any_tower_runs(tmp_path):
     for item in items:
         item["text"] = "good movie"
     dev = clmlf_items([1, 2], "d")
-    dev[1]["text"] = ZERO_WIDTH_SPACE
+    dev[1]["text"] = TOKENLESS_TEXT
     write_clmlf_folder(folder, {"train": items, "dev": dev})
     for item in items + dev:
         item["text"] = "good movie"

@@ -121,4 +121,4 @@ def test_push_checks_first_then_uploads_card_and_space_naming_the_repo(monkeypat
     assert 'repo = "user/sppscl-demo"' in card and "https://huggingface.co/spaces/user/sppscl-demo-space" in card
     assert json.loads((output_dir / "space" / "space_config.json").read_text())["model"] == "user/sppscl-demo"
     assert SpaceCard.load(output_dir / "space" / "README.md").data.models == ["user/sppscl-demo"]
-    assert ModelCard.load(output_dir / "README.md").data.pipeline_tag is None
+    assert ModelCard.load(output_dir / "README.md").data.pipeline_tag == "other"

@@ -1,5 +1,7 @@
 """Hostile requests to the Inference Endpoints handler and the pipeline: every one raises a `ValueError` that names
-the input and the problem (the Inference Toolkit answers it with 400), none decodes an oversized image.
+the input and the problem (the Inference Toolkit answers it with 400), none decodes an oversized image. Then every
+bad input through each way of serving (processor + model, pipeline, handler, Space): a `ValueError` (`gr.Error` in
+the Space) with its reason, never an error from inside the model; large inputs cost what a small one does.
 
 The corpus is generated here: image headers written byte by byte (a ~70-byte PNG can declare 10^10 pixels).
 """
@@ -7,14 +9,20 @@ The corpus is generated here: image headers written byte by byte (a ~70-byte PNG
 import base64
 import importlib.util
 import io
+import math
+import re
 import resource
 import struct
 import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
+from modeling_sppscl import SppSclProcessor
+from modeling_sppscl.image_utils_sppscl import decode_size
 from test_hub import TEXT, assert_same_ranking, export  # noqa: F401 (export is a fixture)
 
 
@@ -117,3 +125,203 @@ def test_pipeline_passes_its_image_limits_to_load_image(export):  # noqa: F811
     with pytest.raises(ValueError, match="input 0: .*max_aspect_ratio"):
         classify(pair, max_aspect_ratio=1.0)
     assert_same_ranking(classify(pair, max_pixels=None, max_aspect_ratio=None), export.ranking)
+
+
+# ----- every bad input, through every way of serving: processor + model, pipeline, handler, Space ---------------
+SURFACES = ("processor+model", "pipeline", "handler", "space")
+HUGE_SIDE = 7999
+COLOUR = (40, 120, 200)
+
+
+def single_colour_png(side: int, colour=COLOUR) -> bytes:
+    """A `side` x `side` RGB PNG of one colour, written row by row (never held decoded): ~0.9 MB for 7999."""
+    row = b"\x00" + bytes(colour) * side
+    compressor = zlib.compressobj(1)
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+CORRUPT_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+EMPTY_HEADER = png_declaring(0, 0)  # what a 0 x 0 image is as a file: PIL does not identify it
+
+
+@dataclass(frozen=True)
+class BadInput:
+    image: object  # None: no image
+    text: object
+    message: str  # a regex that the error of every surface matches...
+    by_surface: dict = field(default_factory=dict)  # ...but those that word it their own way
+
+
+NO_IMAGE_TEXT = {"space": "Type the text that goes with the image"}
+BAD_INPUTS = {
+    "empty_text": BadInput("good", "", "is empty", NO_IMAGE_TEXT),
+    "blank_text": BadInput("good", " \n\t ", "is empty", NO_IMAGE_TEXT),
+    "zero_width_spaces": BadInput("good", "\u200b\u200b", "has only invisible characters"),
+    "nul_characters": BadInput("good", "\x00\x00", "has only invisible characters"),
+    "replacement_characters": BadInput("good", "\ufffd \ufffd", "has only invisible characters"),
+    "special_tokens_only": BadInput("good", "[SEP] [PAD]", "has no token the tokenizer knows but its special tokens"),
+    "stripped_accents_only": BadInput("good", "\u0301\u0301", "has no token the tokenizer knows but its special tokens"),
+    "0x0_pil_image": BadInput(PIL.Image.new("RGB", (0, 0)), TEXT, r"is empty \(0 x 0 pixels\)", {"handler": "cannot read image"}),
+    "0x0_array": BadInput(np.zeros((0, 0, 3), dtype=np.uint8), TEXT, r"is empty \(0 x 0 pixels\)", {"handler": "cannot read image"}),
+    "16x0_array": BadInput(np.zeros((0, 16), dtype=np.uint8), TEXT, r"is empty \(16 x 0 pixels\)", {"handler": "cannot read image"}),
+    "float_array": BadInput(np.zeros((8, 8, 3), dtype=np.float32), TEXT, "must be uint8", {"handler": None}),
+    "corrupt_bytes": BadInput(CORRUPT_PNG, TEXT, "cannot read image"),
+    "url": BadInput("https://example.com/cat.png", TEXT, "URLs are not fetched", {"handler": "not valid base64"}),
+    "text_a_number": BadInput("good", 5, "must be a string.*got int", NO_IMAGE_TEXT),
+    "text_a_dict": BadInput("good", {"text": "good"}, "must be a string.*got dict", NO_IMAGE_TEXT),
+    "image_a_number": BadInput(5, TEXT, "PIL image.*got int", {"handler": "must be a base64 string or bytes, got int"}),
+    "missing_image": BadInput(None, TEXT, "missing 'image'", {"processor+model": "needs the image", "space": "Upload an image"}),
+}
+
+
+def encoded(image) -> str:
+    """The image as the handler takes it (base64 of its file), a 0 x 0 image as the header such a file would have."""
+    if isinstance(image, np.ndarray):
+        image = PIL.Image.fromarray(image)
+    if isinstance(image, PIL.Image.Image):
+        if 0 in image.size:
+            return b64(EMPTY_HEADER)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        image = buffer.getvalue()
+    return b64(image) if isinstance(image, bytes) else image
+
+
+@pytest.fixture(scope="module")
+def space_app(export, tmp_path_factory):  # noqa: F811
+    """The Space's `app.py`, written for the exported model and imported as the Space runs it."""
+    pytest.importorskip("gradio", reason="the Space needs gradio: pip install '.[space]'")
+    from modeling_sppscl.hub.space import write_space
+
+    labels = [export.model.config.id2label[index] for index in sorted(export.model.config.id2label)]
+    folder = write_space(tmp_path_factory.mktemp("space") / "space", str(export.folder), labels, "SPP-SCL test", None)
+    spec = importlib.util.spec_from_file_location("space_app_under_test", folder / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Surfaces:
+    """The four ways of serving the exported model; `run` gives the scores (label -> probability) of one pair."""
+
+    def __init__(self, export, handler, space_app):  # noqa: F811
+        from transformers import pipeline
+
+        self.export, self.handler, self.space_app = export, handler, space_app
+        self.classify = pipeline("image-text-classification", model=export.model, processor=export.processor, device="cpu")
+        self.good_image = export.image_path.read_bytes()
+
+    def processor(self, surface: str):
+        """The processor behind `surface` (the handler and the Space load theirs as remote code)."""
+        owner = {"handler": self.handler.classifier, "space": self.space_app.classifier}.get(surface, self.export)
+        return owner.processor
+
+    def run(self, surface: str, image, text) -> dict[str, float]:
+        image = self.good_image if isinstance(image, str) and image == "good" else image
+        if surface == "processor+model":
+            with torch.no_grad():
+                logits = self.export.model(**self.export.processor(images=image, text=text)).logits[0]
+            return dict(zip(self.export.model.config.id2label.values(), logits.softmax(dim=-1).tolist()))
+        if surface == "space":
+            return self.space_app.classify(image, text)
+        if surface == "pipeline":
+            ranking = self.classify({"image": image, "text": text})
+        else:
+            ranking = self.handler({"inputs": {"text": text} if image is None else {"image": encoded(image), "text": text}})
+        return {entry["label"]: entry["score"] for entry in ranking}
+
+
+@pytest.fixture(scope="module")
+def surfaces(export, handler, space_app):  # noqa: F811
+    return Surfaces(export, handler, space_app)
+
+
+def assert_same_scores(found: dict[str, float], expected: dict[str, float]) -> None:
+    assert found.keys() == expected.keys()
+    np.testing.assert_allclose([found[label] for label in expected], list(expected.values()), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "case, surface",
+    [(case, surface) for case in BAD_INPUTS for surface in SURFACES if BAD_INPUTS[case].by_surface.get(surface, "") is not None],
+)
+def test_bad_input_is_refused_with_its_reason_by_every_surface(surfaces, case, surface):
+    bad = BAD_INPUTS[case]
+    with pytest.raises(surfaces.space_app.gr.Error if surface == "space" else ValueError) as error:
+        surfaces.run(surface, bad.image, bad.text)
+    message = error.value.message if surface == "space" else str(error.value)
+    assert re.search(bad.by_surface.get(surface, bad.message), message), message
+
+
+@pytest.fixture(scope="module")
+def huge_png() -> bytes:
+    return single_colour_png(HUGE_SIDE)
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_huge_png_is_decoded_once_at_reduced_size_and_scored_as_a_small_one(surfaces, huge_png, surface, monkeypatch):
+    """7999 x 7999 pixels in 0.9 MB: the file is opened once, the image processor gets it shrunk to the decode
+    size (not 64 M pixels to turn into floats), and the scores are those of a small image of the same colour."""
+    expected = surfaces.run(surface, single_colour_png(300), TEXT)
+    opened, seen = [], []
+    open_image = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *args, **kwargs: opened.append(args) or open_image(*args, **kwargs))
+    image_processor = surfaces.processor(surface).image_processor
+    preprocess = type(image_processor).preprocess
+    monkeypatch.setattr(type(image_processor), "preprocess", lambda self, images, *args, **kwargs: seen.extend(images) or preprocess(self, images, *args, **kwargs))
+    scores = surfaces.run(surface, huge_png, TEXT)
+    factor = HUGE_SIDE // decode_size(image_processor)  # the largest that keeps the side at least the decode size
+    assert len(opened) == 1
+    assert [image.size for image in seen] == [(math.ceil(HUGE_SIDE / factor),) * 2]
+    assert_same_scores(scores, expected)
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_20_mb_text_is_cut_to_max_text_characters_before_tokenizing(surfaces, surface, monkeypatch):
+    text = ("good day the cat " * 1_200_000)[:20_000_000]
+    cap = surfaces.processor(surface).max_text_characters
+    expected = surfaces.run(surface, "good", text[:cap])
+    tokenizer_class = type(surfaces.processor(surface).tokenizer)
+    tokenize = tokenizer_class.__call__
+    longest = []
+    monkeypatch.setattr(tokenizer_class, "__call__", lambda self, texts, *args, **kwargs: longest.append(max(map(len, [texts] if isinstance(texts, str) else texts))) or tokenize(self, texts, *args, **kwargs))
+    scores = surfaces.run(surface, "good", text)
+    assert cap == 10_000 and longest and max(longest) == cap
+    assert_same_scores(scores, expected)
+
+
+def test_limits_are_saved_with_the_processor_and_lifted_per_call(export, tmp_path):  # noqa: F811
+    from transformers import AutoProcessor, pipeline
+
+    folder = tmp_path / "limited"
+    export.model.save_pretrained(folder)
+    processor = export.processor
+    SppSclProcessor(processor.image_processor, processor.tokenizer, max_pixels=100, max_aspect_ratio=1.1, max_text_characters=6).save_pretrained(folder)
+    assert AutoProcessor.from_pretrained(folder, trust_remote_code=True).max_pixels == 100
+    classify = pipeline(model=str(folder), trust_remote_code=True, device="cpu")
+    pair = {"image": export.image_path.read_bytes(), "text": TEXT}
+    with pytest.raises(ValueError, match=r"input 0: image bytes has 64 x 50 = 3,200 pixels, over the limit max_pixels=100"):
+        classify(pair)
+    with pytest.raises(ValueError, match=r"input 0: image bytes is 64 x 50 pixels, an aspect ratio over the limit max_aspect_ratio=1.1"):
+        classify(pair, max_pixels=None)
+    lifted = {"max_pixels": None, "max_aspect_ratio": None, "max_text_characters": None}
+    assert_same_ranking(classify(pair, **lifted), export.ranking)
+    capped = classify(pair, max_pixels=None, max_aspect_ratio=None)  # the text cut to 6 characters: "a very"
+    assert_same_ranking(capped, classify({**pair, "text": TEXT[:6]}, **lifted))
+    with pytest.raises(ValueError, match="max_text_characters must be a positive integer or None"):
+        classify(pair, max_text_characters=0)
+
+
+def test_model_refuses_unknown_arguments_and_texts_without_tokens(export):  # noqa: F811
+    inputs = export.processor(images=[PIL.Image.open(export.image_path)] * 2, text=[TEXT, "good"])
+    with pytest.raises(TypeError, match="num_items_in_batch"):
+        export.model(**inputs, num_items_in_batch=2)
+    inputs["attention_mask"][1, 2:] = 0  # the second text: its summary and separator tokens only
+    with pytest.raises(ValueError, match=r"text\(s\) \[1\] of the batch have no token between the summary and separator tokens"):
+        export.model(**inputs)

@@ -15,7 +15,7 @@ import PIL.Image
 import torch
 from datasets import Dataset
 
-from ..processing_sppscl import SppSclProcessor, load_image
+from ..processing_sppscl import SppSclProcessor, load_image, text_problems
 from .validation import blank_image
 
 
@@ -53,8 +53,9 @@ class ImageTextCollator:
 
     def _text(self, row: Row, index: int) -> str:
         text = row.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{row_name(row, index)}: the text is empty or not a string: {text!r}")
+        problem = text_problems([text]).get(0)
+        if problem is not None:
+            raise ValueError(f"{row_name(row, index)}: the text {problem}: {text!r}")
         return text
 
     def blank_image(self) -> PIL.Image.Image:

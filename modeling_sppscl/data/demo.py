@@ -35,6 +35,7 @@ NUM_CLASSES = 3
 CARRIERS = ("text", "image")
 COLOUR_JITTER = 30.0
 PIXEL_NOISE = 20.0
+DEMO_IMAGE_SIZE = 32
 
 
 def build_demo_tokenizer() -> BertTokenizerFast:
@@ -81,7 +82,7 @@ def demo_split(name: str, count: int, rng: np.random.Generator, image_size: int)
     )
 
 
-def make_demo_dataset(num_train: int = 1800, num_validation: int = 360, num_test: int = 360, seed: int = 0, image_size: int = 32) -> DatasetDict:
+def make_demo_dataset(num_train: int = 1800, num_validation: int = 360, num_test: int = 360, seed: int = 0, image_size: int = DEMO_IMAGE_SIZE) -> DatasetDict:
     """The demo splits (a split of size 0 is left out), the same for the same arguments. Each split draws from its
     own generator, so changing one split's size leaves the others unchanged."""
     if image_size < 4:
@@ -96,7 +97,7 @@ def make_demo_dataset(num_train: int = 1800, num_validation: int = 360, num_test
     )
 
 
-def load_demo_data(num_train: int = 1800, num_validation: int = 360, num_test: int = 360, seed: int = 0, image_size: int = 32) -> LoadedData:
+def load_demo_data(num_train: int = 1800, num_validation: int = 360, num_test: int = 360, seed: int = 0, image_size: int = DEMO_IMAGE_SIZE) -> LoadedData:
     """The demo set in the readers' `LoadedData` form (splits, label names, report)."""
     splits = make_demo_dataset(num_train, num_validation, num_test, seed, image_size)
     report = {"source": "demo", "missing_image": "error", "text_only": False, "rows": {name: len(part) for name, part in splits.items()},

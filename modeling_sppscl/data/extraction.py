@@ -17,6 +17,7 @@ from datasets import Dataset, Features
 from datasets import Image as ImageFeature
 from datasets.arrow_writer import ArrowWriter
 from torch.utils.data import DataLoader
+from transformers.utils.logging import tqdm
 
 from ..modeling_sppscl import SppSclModel
 from .cache_format import cache_features
@@ -133,10 +134,13 @@ def write_features(
     device: torch.device,
     precision: str,
     num_workers: int,
+    description: str = "Extracting frozen-tower features",
 ) -> None:
     """Run the `towers` of `model` on `device` over `dataset` and write their outputs to the Arrow file `path`.
 
-    The model is moved to `device` (training moves it there anyway) and left in the train/eval mode it had.
+    The model is moved to `device` (training moves it there anyway) and left in the train/eval mode it had. A
+    progress bar labelled `description` counts the pairs (transformers' tqdm: off after
+    `transformers.utils.logging.disable_progress_bar()`, which `--disable_tqdm` calls).
     """
     kept = [RAW_COLUMNS[name] for name in TOWERS if name not in towers]
     missing = [column for column in kept if column not in dataset.column_names]
@@ -157,9 +161,11 @@ def write_features(
             shape = runner.feature_map_shape(collator) if "vision" in towers else None
             features = cache_features(storage_dtype, shape, runner.padded, raw)
             # Rows are large (up to 2.5 MB in the paper variant): flush every batch instead of every 1000 rows.
-            with ArrowWriter(features=features, path=str(path), writer_batch_size=batch_size) as writer:
+            with ArrowWriter(features=features, path=str(path), writer_batch_size=batch_size) as writer, \
+                    tqdm(total=len(dataset), desc=description, unit="pair") as progress:
                 for batch in loader:
                     writer.write_batch(runner(batch))
+                    progress.update(len(batch["columns"]["id"]))
                 writer.finalize()
     finally:
         model.train(was_training)

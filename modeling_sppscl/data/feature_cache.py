@@ -151,6 +151,7 @@ def extract_features(
     device: torch.device | str | None = None,
     precision: str = "auto",
     num_workers: int | None = None,
+    split: str | None = None,
 ) -> Dataset:
     """Run the frozen towers once over `dataset` (`id`, `text`, `image`, `label` rows) and cache their outputs.
 
@@ -170,6 +171,7 @@ def extract_features(
         precision: autocast dtype of the towers: `"auto"` (bfloat16 on CUDA, float16 where bfloat16 is missing,
             float32 elsewhere), `"float32"`, `"bfloat16"` or `"float16"`. Part of the fingerprint.
         num_workers: `DataLoader` workers reading and decoding the rows (default: 0 on CPU, up to 8 otherwise).
+        split: the split's name, shown in the log line and progress bar of the extraction.
 
     Returns:
         A memory-mapped `datasets.Dataset` with `id`, `label`, `length` (real tokens, for grouping by length) and
@@ -200,10 +202,15 @@ def extract_features(
         shutil.rmtree(folder)
     staging = cache_dir / f"{STAGING_PREFIX}{folder.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
+    description = "Extracting frozen-tower features" + (f" ({split})" if split else "")
+    # The towers over every pair can take minutes to hours: say what starts, then show its progress.
+    logger.info("%s: the %s tower(s) over %d pairs on %s (%s, batches of %d)", description, " and ".join(towers), len(dataset), device,
+                precision, batch_size)
     try:
         collator = ImageTextCollator(processor, blank_image_size=blank_image_size)
         workers = default_num_workers(device) if num_workers is None else num_workers
-        write_features(model, dataset, staging / FEATURES_FILE, collator, towers, batch_size, storage_dtype, device, precision, workers)
+        write_features(model, dataset, staging / FEATURES_FILE, collator, towers, batch_size, storage_dtype, device, precision, workers,
+                       description)
         (staging / MANIFEST_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True) + "\n")
         _publish(staging, folder)
     except Exception:

@@ -4,15 +4,19 @@ The readers have already checked every row (labels against one label set, texts,
 size, the `--missing_image` policy; see `validation`). What needs the model and its processor comes here, in
 one pass over every split:
 
-- texts that the tokenizer turns into no real token (only a zero-width space, say) are refused, or dropped
-  with `--empty_text skip`: the model needs at least one token between the summary and separator tokens;
+- texts that the tokenizer turns into no token but its special ones are refused, or dropped with
+  `--empty_text skip`: the model needs at least one token between the summary and separator tokens (the rule is
+  `processing_sppscl.text_problems`, the one serving applies too);
 - texts are capped at what the text tower can take (`max_position_embeddings` minus the tower's position
   offset, RoBERTa's padding offset for one, and the tokenizer's `model_max_length`); a processor that pads to
   a fixed length the tower cannot take (the paper variant's 202) is refused;
-- the splits that `--do_train`, `--do_eval` and `--do_predict` need must be there and hold a pair.
+- the splits that `--do_train`, `--do_eval` and `--do_predict` need must be there and hold a pair;
+- with `--strict_data`, the questionable rows the readers found (see `consistency`) are refused too.
 
-All problems are refused together, in one message naming file, row and id and the fix. What each split lost
-(images skipped or blanked, texts dropped or truncated) is logged and written to `data_report.json`.
+All problems are refused together, in one message naming file, row and id and the fix. Every row not used as
+given is logged and written to `data_report.json`: per split, rows holding no value, images skipped, blanked or
+read from outside the data folder, texts dropped or truncated, labels matched by case, pairs beyond
+`--max_*_samples`; and the questionable rows, by kind.
 """
 
 import json
@@ -23,6 +27,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from .consistency import QUESTIONABLE_KINDS, questionable_problems
+from ..processing_sppscl import text_problems
 from .validation import MAX_LISTED_PROBLEMS
 
 
@@ -77,14 +83,15 @@ def cap_text_length(model, processor) -> None:
     processor.text_max_length = limit
 
 
-def token_counts(dataset: Dataset, tokenizer) -> list[int]:
-    """Each text's count of real tokens (special tokens left out)."""
+def token_ids(dataset: Dataset, tokenizer) -> list[list[int]]:
+    """Each text's token ids, without the special tokens the tokenizer adds."""
     if len(dataset) == 0:  # tokenizers fail on an empty batch
         return []
-    return [len(ids) for ids in tokenizer(list(dataset["text"]), add_special_tokens=False)["input_ids"]]
+    return tokenizer(list(dataset["text"]), add_special_tokens=False)["input_ids"]
 
 
-def check_before_training(loaded, model, processor, training_args, limits: dict[str, int | None], empty_text: str = "error", report_dir: str | None = None):
+def check_before_training(loaded, model, processor, training_args, limits: dict[str, int | None], empty_text: str = "error",
+                          report_dir: str | None = None, strict_data: bool = False):
     """The splits of `loaded`, checked for this model and run (see the module's docstring); token-less texts are
     dropped under `empty_text="skip"`. Raises one `ValueError` listing every problem."""
     cap_text_length(model, processor)
@@ -92,8 +99,8 @@ def check_before_training(loaded, model, processor, training_args, limits: dict[
     problems, splits, summary = [], dict(loaded.splits), {}
     special = processor.tokenizer.num_special_tokens_to_add(pair=False)
     for split, dataset in splits.items():
-        counts = token_counts(dataset, processor.tokenizer)
-        tokenless = [index for index, count in enumerate(counts) if count == 0]
+        ids = token_ids(dataset, processor.tokenizer)
+        tokenless = sorted(text_problems(list(dataset["text"]), processor.tokenizer, ids))
         where = report.get("files", {}).get(split, report.get("source", "the data"))
         if tokenless and empty_text != "skip":
             listed = "; ".join(f"{where}, row {index} (id {dataset[index]['id']!r}): {dataset[index]['text']!r}" for index in tokenless[:MAX_LISTED_PROBLEMS])
@@ -105,8 +112,13 @@ def check_before_training(loaded, model, processor, training_args, limits: dict[
             dropped = set(tokenless)
             splits[split] = dataset.select([index for index in range(len(dataset)) if index not in dropped])
         summary[split] = split_summary(report, split, len(splits[split]), len(tokenless) if empty_text == "skip" else 0,
-                                       sum(count + special > processor.text_max_length for count in counts), processor.text_max_length)
+                                       sum(len(row) + special > processor.text_max_length for row in ids), processor.text_max_length)
+        if limits.get(split) is not None:
+            summary[split]["left_out_by_max_samples"] = max(0, len(splits[split]) - limits[split])
     problems += missing_split_problems(splits, report, training_args, limits)
+    if strict_data:
+        problems += [f"{problem} (--strict_data: fix the data, or leave out --strict_data to go on with a warning)"
+                     for problem in questionable_problems(report)]
     if problems:
         raise ValueError("The data cannot be used for this run:\n- " + "\n- ".join(problems))
     log_summary(summary, report, report_dir)
@@ -137,10 +149,12 @@ def split_summary(report: dict[str, Any], split: str, rows: int, tokenless_dropp
     blanked = rows if report.get("text_only") else report.get("blanked", {}).get(split, 0)
     return {
         "pairs": rows,
+        "rows_without_value": report.get("blank_rows", {}).get(split, 0),
         "skipped_for_image": report.get("skipped", {}).get(split, 0),
         "blank_image": blanked,
         "dropped_for_text": report.get("dropped_texts", {}).get(split, 0) + tokenless_dropped,
         "labels_matched_by_case": report.get("case_normalised_labels", {}).get(split, 0),
+        "images_outside_data_dir": report.get("images_outside_data_dir", {}).get(split, 0),
         f"texts_truncated_to_{max_length}_tokens": truncated,
     }
 
@@ -152,7 +166,8 @@ def log_summary(summary: dict[str, dict[str, Any]], report: dict[str, Any], repo
         logger.warning("%s has no images: every pair gets a blank image, so the model learns from the texts alone", report.get("source"))
     if report_dir is not None:
         document = {"source": report.get("source"), "text_only": report.get("text_only", False), "undecodable_files": report.get("undecodable_files", []),
-                    "classes_without_train_rows": report.get("classes_without_train_rows", []), "splits": summary}
+                    "classes_without_train_rows": report.get("classes_without_train_rows", []), "splits": summary,
+                    **{kind: report[kind] for kind in QUESTIONABLE_KINDS if kind in report}}
         (Path(report_dir) / "data_report.json").write_text(json.dumps(document, indent=2) + "\n")
 
 

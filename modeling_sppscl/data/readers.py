@@ -16,8 +16,9 @@ ids such as `007` and texts such as `NA` stay as written), JSON Lines and JSON l
 by the "json" builder, HFM's text files by the "text" builder and `ast.literal_eval` per line. A file that is
 not valid UTF-8 is still read: undecodable bytes become U+FFFD (the valid parts, emoji included, stay intact)
 and the file is named in a warning and in the report. Errors name the file and the row as "line N" (CSV:
-where the record starts; lines holding no value are skipped), "item N" (JSON lists) or "row N" (datasets
-datasets), with the id. `validation` checks labels, texts and images and applies the `missing_image` policy.
+where the record starts; lines holding no value are skipped and counted), "item N" (JSON lists) or "row N" (datasets
+datasets), with the id. `labels` matches the labels of every split to one label set; `validation` checks texts and
+images and applies the `missing_image` policy; image paths must stay inside the data folder (see `image_in_folder`).
 """
 
 import ast
@@ -30,13 +31,12 @@ import datasets
 
 from ..processing_sppscl import load_image
 from .builders import class_label_names, csv_line_locator, image_feature_of, open_datasets_dataset, read_csv_as_strings, read_with_builder
-from .validation import CLASS_NAMES_HINT, LoadedData, RawRow, blank_image, build_loaded_data, integer_label, new_report
+from .labels import HFM_LABEL_NAMES, MVSA_LABEL_NAMES, clmlf_label_names
+from .validation import LoadedData, RawRow, blank_image, build_loaded_data, new_report
 
 
 logger = logging.getLogger(__name__)
 
-MVSA_LABEL_NAMES = ["positive", "neutral", "negative"]
-HFM_LABEL_NAMES = ["not_sarcastic", "sarcastic"]
 SPLIT_ORDER = ("train", "validation", "test")
 CLMLF_IMAGE_FOLDERS = ("images", "dataset_image")
 
@@ -54,6 +54,7 @@ def load_clmlf_folder(
     image_dir: PathLike | None = None,
     verify_pixels: bool = False,
     empty_text: str = "error",
+    allow_images_outside_data_dir: bool = False,
 ) -> LoadedData:
     """A folder in CLMLF's layout: `train.json`, `dev.json` or `valid.json` (the validation split), `test.json`,
     each a JSON list of `{"id", "text", "emotion_label"}`, and the images as `images/{id}.jpg` or
@@ -63,16 +64,18 @@ def load_clmlf_folder(
     sarcastic): a label 2 in any split means MVSA; labels 0 and 1 alone fit both (MVSA without its negative
     class), so the folder's name decides (`mvsa...` or `hfm...`/`...sarcasm...`), else `label_names` is needed.
     Without an image folder, `require_images=False` loads the texts alone (every image `None`); by default that
-    is an error.
+    is an error. An id that would name a file outside the image folder (`../x`) is refused unless
+    `allow_images_outside_data_dir`.
     """
     folder = Path(data_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"CLMLF data folder not found: {folder}")
     files = clmlf_split_files(folder)
     images = clmlf_image_folder(folder, image_dir, require_images)
-    report = new_report(str(folder), missing_image, text_only=images is None, empty_text=empty_text)
+    report = new_report(str(folder), missing_image, text_only=images is None, empty_text=empty_text,
+                        allow_images_outside_data_dir=allow_images_outside_data_dir)
     report["files"] = {split: str(path) for split, path in files.items()}
-    raw = {split: read_clmlf_json(path, images, report) for split, path in files.items()}
+    raw = {split: read_clmlf_json(path, split, images, report) for split, path in files.items()}
     names = label_names or clmlf_label_names(raw, folder)
     return build_loaded_data(raw, names, missing_image, report, verify_pixels)
 
@@ -86,6 +89,7 @@ def load_hfm_text_files(
     missing_image: str = "error",
     verify_pixels: bool = False,
     empty_text: str = "error",
+    allow_images_outside_data_dir: bool = False,
 ) -> LoadedData:
     """HFM's original text files: one Python-literal list per line, `[id, text, label]` in the training file and
     `[id, text, hashtag_label, human_label]` in the validation and test files, where the last (human) label
@@ -94,14 +98,16 @@ def load_hfm_text_files(
     if images is not None and not images.is_dir():
         raise FileNotFoundError(f"HFM image folder not found: {images}")
     files = given_split_files(train_file, validation_file, test_file)
-    report = files_report(files, missing_image, text_only=images is None, empty_text=empty_text)
-    raw = {split: read_hfm_lines(path, images, report) for split, path in files.items()}
+    report = files_report(files, missing_image, text_only=images is None, empty_text=empty_text,
+                          allow_images_outside_data_dir=allow_images_outside_data_dir)
+    raw = {split: read_hfm_lines(path, split, images, report) for split, path in files.items()}
     return build_loaded_data(raw, label_names or HFM_LABEL_NAMES, missing_image, report, verify_pixels)
 
 
-def files_report(files: dict[str, Path], missing_image: str, text_only: bool, empty_text: str) -> dict[str, Any]:
+def files_report(files: dict[str, Path], missing_image: str, text_only: bool, empty_text: str, allow_images_outside_data_dir: bool) -> dict[str, Any]:
     """A new report for data read from one file per split."""
-    report = new_report(", ".join(str(path) for path in files.values()), missing_image, text_only=text_only, empty_text=empty_text)
+    report = new_report(", ".join(str(path) for path in files.values()), missing_image, text_only=text_only, empty_text=empty_text,
+                        allow_images_outside_data_dir=allow_images_outside_data_dir)
     report["files"] = {split: str(path) for split, path in files.items()}
     return report
 
@@ -118,6 +124,7 @@ def load_csv_or_jsonl(
     missing_image: str = "error",
     verify_pixels: bool = False,
     empty_text: str = "error",
+    allow_images_outside_data_dir: bool = False,
 ) -> LoadedData:
     """CSV (`.csv`, `.tsv`) or JSON (`.jsonl`, or `.json` holding JSON lines or one list) files, one per split.
 
@@ -125,10 +132,13 @@ def load_csv_or_jsonl(
     `image_column=None` reads text-only data. Ids come from `id_column`, else from an `id` column if there is one,
     else they are `<split>-<row>`. Labels may be ids or names: with `label_names`, a label is one of the names or
     an id; without, the training split's labels make the label set (integer labels are ids named "0", "1", ...,
-    other labels are names, sorted).
+    other labels are names, sorted), and ids in one split with names in another are refused (see `labels`).
+    An image path that leads outside its file's folder (`../`, absolute) is refused unless
+    `allow_images_outside_data_dir`.
     """
     files = given_split_files(train_file, validation_file, test_file)
-    report = files_report(files, missing_image, text_only=image_column is None, empty_text=empty_text)
+    report = files_report(files, missing_image, text_only=image_column is None, empty_text=empty_text,
+                          allow_images_outside_data_dir=allow_images_outside_data_dir)
     columns = {"image": image_column, "text": text_column, "label": label_column, "id": id_column}
     raw = {split: read_table_file(path, split, columns, report) for split, path in files.items()}
     return build_loaded_data(raw, label_names, missing_image, report, verify_pixels)
@@ -144,6 +154,7 @@ def load_datasets_dataset(
     missing_image: str = "error",
     verify_pixels: bool = False,
     empty_text: str = "error",
+    allow_images_outside_data_dir: bool = False,
     **load_kwargs: Any,
 ) -> LoadedData:
     """A `datasets` dataset: a folder written by `save_to_disk`, or anything `datasets.load_dataset` takes (a Hub
@@ -156,10 +167,12 @@ def load_datasets_dataset(
     """
     dataset = open_datasets_dataset(name_or_path, **load_kwargs)
     base = Path(name_or_path).resolve() if Path(name_or_path).exists() else None
-    report = new_report(name_or_path, missing_image, text_only=image_column is None, empty_text=empty_text)
+    report = new_report(name_or_path, missing_image, text_only=image_column is None, empty_text=empty_text,
+                        allow_images_outside_data_dir=allow_images_outside_data_dir)
     report["files"] = {split: f"{name_or_path}, split {split}" for split in dataset}
     columns = {"image": image_column, "text": text_column, "label": label_column, "id": id_column}
-    raw = {split: read_table(part, f"{name_or_path}, split {split}", split, columns, base, lambda index: f"row {index}") for split, part in dataset.items()}
+    raw = {split: read_table(part, f"{name_or_path}, split {split}", split, columns, base, lambda index: f"row {index}", report)
+           for split, part in dataset.items()}
     names = class_label_names(dataset, label_column, label_names)
     return build_loaded_data(raw, names, missing_image, report, verify_pixels, image_feature_of(dataset, image_column))
 
@@ -217,21 +230,21 @@ def given_split_files(train_file: PathLike | None, validation_file: PathLike | N
 # ---------------------------------------------------------------- rows of each format
 
 
-def read_clmlf_json(path: Path, images: Path | None, report: dict) -> list[RawRow]:
+def read_clmlf_json(path: Path, split: str, images: Path | None, report: dict) -> list[RawRow]:
     """The rows of one CLMLF split file (a JSON list of `{"id", "text", "emotion_label"}`)."""
     dataset, text = read_with_builder(path, "json", report)
     if dataset is not None and not text.lstrip().startswith("["):
         raise ValueError(f"{path}: expected a JSON list of {{id, text, emotion_label}} objects")
     columns = {"id": "id", "text": "text", "label": "emotion_label", "image": None}
-    rows = read_table(dataset, str(path), "", columns, None, lambda index: f"item {index}") if dataset is not None else []
+    rows = read_table(dataset, str(path), split, columns, None, lambda index: f"item {index}", report) if dataset is not None else []
     for row in rows:
         if row.id == "None":
             raise ValueError(f"{row.where}: the id is missing (CLMLF names each image after its id)")
-        row.image = str(images / f"{row.id}.jpg") if images is not None else None
+        row.image = image_in_folder(f"{row.id}.jpg", images, split, row.where, report) if images is not None else None
     return rows
 
 
-def read_hfm_lines(path: Path, images: Path | None, report: dict) -> list[RawRow]:
+def read_hfm_lines(path: Path, split: str, images: Path | None, report: dict) -> list[RawRow]:
     """The rows of one HFM text file: a Python list per line whose last element is the label that counts."""
     dataset, _ = read_with_builder(path, "text", report, encoding="utf-8-sig")
     rows = []
@@ -245,8 +258,9 @@ def read_hfm_lines(path: Path, images: Path | None, report: dict) -> list[RawRow
         if not isinstance(item, (list, tuple)) or len(item) < 3:
             raise ValueError(f"{path}, line {number}: expected [id, text, label] or [id, text, hashtag_label, label], got {line[:200]}")
         row_id = str(item[0])
-        image = str(images / f"{row_id}.jpg") if images is not None else None
-        rows.append(RawRow(row_id, item[1], item[-1], image, f"{path}, line {number} (id {row_id!r})"))
+        where = f"{path}, line {number} (id {row_id!r})"
+        image = image_in_folder(f"{row_id}.jpg", images, split, where, report) if images is not None else None
+        rows.append(RawRow(row_id, item[1], item[-1], image, where))
     return rows
 
 
@@ -265,14 +279,15 @@ def read_table_file(path: Path, split: str, columns: dict[str, str | None], repo
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
     if dataset is None:
         return []
-    return read_table(dataset, str(path), split, columns, path.parent.resolve(), locate)
+    return read_table(dataset, str(path), split, columns, path.parent.resolve(), locate, report)
 
 
 def read_table(
-    part: datasets.Dataset, source: str, split: str, columns: dict[str, str | None], base: Path | None, locate
+    part: datasets.Dataset, source: str, split: str, columns: dict[str, str | None], base: Path | None, locate, report: dict
 ) -> list[RawRow]:
-    """The rows of one read table; an `Image()` column is read undecoded ({bytes, path}); rows holding no value
-    at all (blank CSV lines) are left out. `locate(index)` names a row in messages."""
+    """The rows of one read table; an `Image()` column is read undecoded ({bytes, path}); image paths are resolved
+    against `base`; rows holding no value at all (blank CSV lines) are left out and counted. `locate(index)` names
+    a row in messages."""
     missing = [(role, name) for role, name in columns.items() if name and name not in part.column_names]
     if missing:
         role, name = missing[0]
@@ -286,53 +301,45 @@ def read_table(
     # One to_dict beats row-by-row column access by far on tens of thousands of rows.
     table = part.to_dict()
     images = table[image_column] if image_column else [None] * len(part)
-    if image_column and not isinstance(part.features[image_column], datasets.Image):
-        images = [resolve_image_path(image, base) for image in images]
+    paths = image_column and not isinstance(part.features[image_column], datasets.Image)
     rows = []
+    report["blank_rows"][split] = 0
     for index in range(len(part)):
         if all(isinstance(column[index], str) and column[index] == "" for column in table.values()):
+            report["blank_rows"][split] += 1
             continue  # a blank CSV line (JSON nulls are no blank line: they meet the checks)
         row_id = str(table[id_column][index]) if id_column else f"{split}-{len(rows)}"
         where = f"{source}, {locate(index)} (id {row_id!r})"
-        rows.append(RawRow(row_id, table[columns["text"]][index], table[columns["label"]][index], images[index], where))
+        image = resolve_image_path(images[index], base, split, where, report) if paths else images[index]
+        rows.append(RawRow(row_id, table[columns["text"]][index], table[columns["label"]][index], image, where))
+    if report["blank_rows"][split]:
+        logger.warning("%s: %d row(s) holding no value left out", source, report["blank_rows"][split])
     return rows
 
 
-def resolve_image_path(value: Any, base: Path | None) -> str | None:
-    """An image path made absolute against `base`; an empty value means the pair has no image."""
+def resolve_image_path(value: Any, base: Path | None, split: str, where: str, report: dict) -> str | None:
+    """An image path made absolute against `base` (see `image_in_folder`); an empty value means the pair has no
+    image. Without `base` (a dataset from the Hub) the path is kept as written."""
     if value is None or not str(value).strip():
         return None
     path = Path(str(value).strip())
-    return str(base / path if base is not None and not path.is_absolute() else path)
+    return image_in_folder(path, base, split, where, report) if base is not None else str(path)
 
 
-# ---------------------------------------------------------------- CLMLF labels
-
-
-def clmlf_label_names(raw: dict[str, list[RawRow]], folder: Path) -> list[str]:
-    """MVSA's or HFM's names, from the labels of every split and the folder's name (see `load_clmlf_folder`)."""
-    largest = 0
-    for row in (row for rows in raw.values() for row in rows):
-        as_int = integer_label(row.label)
-        if as_int is None or not 0 <= as_int <= 2:
-            raise ValueError(
-                f"{row.where}: unknown label {row.label!r}; CLMLF labels are ids 0..2 (MVSA: {MVSA_LABEL_NAMES}) "
-                f"or 0..1 (HFM: {HFM_LABEL_NAMES}); for another label set {CLASS_NAMES_HINT}"
-            )
-        largest = max(largest, as_int)
-    name = folder.resolve().name.lower()
-    named = "mvsa" if "mvsa" in name else "hfm" if ("hfm" in name or "sarcas" in name) else None
-    if largest == 2 and named == "hfm":
-        raise ValueError(f"{folder}: the folder's name says HFM (labels 0..1) but a label 2 occurs; {CLASS_NAMES_HINT}")
-    if largest == 2 or named == "mvsa":
-        return MVSA_LABEL_NAMES
-    if named == "hfm":
-        return HFM_LABEL_NAMES
-    raise ValueError(
-        f"{folder}: the labels are only 0 and 1, which fits HFM ({HFM_LABEL_NAMES}) as well as MVSA without its "
-        f"negative class ({MVSA_LABEL_NAMES}); name the folder after its data set (hfm..., mvsa...) or "
-        f"{CLASS_NAMES_HINT}: --class_names {','.join(HFM_LABEL_NAMES)} or --class_names {','.join(MVSA_LABEL_NAMES)}"
-    )
+def image_in_folder(name: str | Path, folder: Path, split: str, where: str, report: dict) -> str:
+    """`folder / name`, refused when it leads outside `folder` (`../`, an absolute path elsewhere) unless the
+    report allows it (then counted). The path is judged as written, `..` removed lexically: links inside the
+    folder may point anywhere, as a data folder of links to a shared image store does."""
+    path = folder / name
+    if Path(os.path.normpath(path)).is_relative_to(folder):
+        return str(path)
+    if not report["allow_images_outside_data_dir"]:
+        raise ValueError(
+            f"{where}: the image path {str(name)!r} leads outside the data folder {folder}; move the image into it, "
+            "or pass allow_images_outside_data_dir=True (run_sppscl.py: --allow_images_outside_data_dir) if reading it is intended"
+        )
+    report["images_outside_data_dir"][split] = report["images_outside_data_dir"].get(split, 0) + 1
+    return str(path)
 
 
 __all__ = [

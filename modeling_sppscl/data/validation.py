@@ -3,12 +3,8 @@
 The readers turn each format into `RawRow`s; `build_loaded_data` checks them and assembles the `DatasetDict`.
 Rules:
 
-- One label set: `label_names` when given, else the training split's labels (the first split's when there is
-  no training split). A label of another split outside that set is refused, naming file, row and id: a class
-  the training split lacks cannot be learnt and would score 0 silently. Labels are matched exactly, else by
-  case when exactly one class matches (`Positive` -> `positive`, counted in `case_normalised_labels`); a set
-  holding two spellings of one name (`Positive` and `positive`) is refused, since the fix (one spelling, or
-  `--class_names`) is the user's to choose.
+- Labels follow the one rule of `labels` (one label set; ids only where the set says which id is which); the
+  labels matched by case are counted in `case_normalised_labels`.
 - Empty texts are refused (`empty_text="error"`) or dropped and counted (`"skip"`, `dropped_texts`).
 - Images are checked from their header (`image_size`), or decoded at reduced size (`verify_pixels`, which
   catches truncated files too); a missing or unreadable one raises (`missing_image="error"`), drops the pair
@@ -23,8 +19,11 @@ from typing import Any
 import datasets
 import PIL.Image
 from datasets import ClassLabel, DatasetDict, Features, Value
+from transformers.utils.logging import tqdm
 
-from ..processing_sppscl import image_size, load_image
+from ..processing_sppscl import image_size, load_image, text_problems
+from .consistency import find_questionable_rows
+from .labels import LabelMapper, label_mapper
 
 
 logger = logging.getLogger(__name__)
@@ -33,7 +32,6 @@ MISSING_IMAGE_MODES = ("error", "skip", "blank")
 EMPTY_TEXT_MODES = ("error", "skip")
 SPLIT_ORDER = ("train", "validation", "test")
 MAX_LISTED_PROBLEMS = 5
-CLASS_NAMES_HINT = "pass label_names=[...] (run_sppscl.py: --class_names a,b,c) in label-id order"
 
 
 @dataclass
@@ -46,8 +44,9 @@ class LoadedData:
         report: what the reader did: `source`, `missing_image` (the mode), `text_only`, `rows` (per split, after
             skipping), `skipped` and `blanked` (pairs per split whose image was missing or unreadable),
             `dropped_texts` (pairs dropped for an empty text), `case_normalised_labels` (labels matched to a
-            class by case), `classes_without_train_rows` and `undecodable_files` (files read with undecodable
-            bytes replaced).
+            class by case), `classes_without_train_rows`, `undecodable_files` (files read with undecodable
+            bytes replaced), `blank_rows` (rows holding no value, left out), `images_outside_data_dir` (images
+            read from outside the data folder, when allowed) and the questionable rows (`consistency`).
     """
 
     splits: DatasetDict
@@ -71,7 +70,7 @@ def blank_image(size: tuple[int, int] = (224, 224)) -> PIL.Image.Image:
     return PIL.Image.new("RGB", tuple(size))
 
 
-def new_report(source: str, missing_image: str, text_only: bool, empty_text: str = "error") -> dict[str, Any]:
+def new_report(source: str, missing_image: str, text_only: bool, empty_text: str = "error", allow_images_outside_data_dir: bool = False) -> dict[str, Any]:
     if missing_image not in MISSING_IMAGE_MODES:
         raise ValueError(f"missing_image must be one of {MISSING_IMAGE_MODES}, got {missing_image!r}")
     if empty_text not in EMPTY_TEXT_MODES:
@@ -79,99 +78,22 @@ def new_report(source: str, missing_image: str, text_only: bool, empty_text: str
     return {
         "source": source, "missing_image": missing_image, "empty_text": empty_text, "text_only": text_only,
         "rows": {}, "skipped": {}, "blanked": {}, "dropped_texts": {}, "case_normalised_labels": {},
-        "classes_without_train_rows": [], "undecodable_files": [],
+        "classes_without_train_rows": [], "undecodable_files": [], "blank_rows": {},
+        "allow_images_outside_data_dir": allow_images_outside_data_dir, "images_outside_data_dir": {},
     }
-
-
-# ---------------------------------------------------------------- labels
-
-
-def integer_label(value: Any) -> int | None:
-    """The value as an int when it is one (an int, an integral float or a string of digits), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
-
-
-def allowed_labels(label_names: list[str]) -> str:
-    return f"ids 0..{len(label_names) - 1} or names {label_names}"
-
-
-def refuse_case_twins(names: list[str], where: dict[str, str], source: str) -> None:
-    """Refuse a label set holding two names that differ only in case: they would become two classes."""
-    seen: dict[str, str] = {}
-    for name in names:
-        twin = seen.setdefault(name.casefold(), name)
-        if twin != name:
-            located = f" ({where[twin]}; {where[name]})" if twin in where and name in where else ""
-            raise ValueError(
-                f"{source}: labels {twin!r} and {name!r} differ only in case and would become two classes{located}; "
-                f"write one spelling, or {CLASS_NAMES_HINT} (labels that differ from a class only in case then map to it)"
-            )
-
-
-def infer_label_names(raw: dict[str, list[RawRow]]) -> list[str]:
-    """The label set of the training split (the first split without one): integer ids named "0".."n-1", or
-    the sorted distinct names."""
-    reference = "train" if "train" in raw else next(iter(raw))
-    rows = raw[reference]
-    for row in (row for split_rows in raw.values() for row in split_rows):
-        if row.label is None or not str(row.label).strip():
-            raise ValueError(f"{row.where}: the label is missing; give every row a label")
-    ids = [integer_label(row.label) for row in rows]
-    if all(value is not None for value in ids):
-        negative = next((row for row, value in zip(rows, ids) if value < 0), None)
-        if negative is not None:
-            raise ValueError(f"{negative.where}: unknown label {negative.label!r}; label ids must be 0 or more")
-        return [str(index) for index in range(max(ids, default=-1) + 1)]
-    first_seen = {}
-    for row in rows:
-        first_seen.setdefault(str(row.label).strip(), row.where)
-    names = sorted(first_seen)
-    refuse_case_twins(names, first_seen, f"split {reference!r}")
-    return names
-
-
-class LabelMapper:
-    """Raw labels (names or ids) to ids of one label set, counting the labels matched by case only."""
-
-    def __init__(self, label_names: list[str], from_train: bool):
-        refuse_case_twins(label_names, {}, "label_names")
-        self.names = label_names
-        self.by_case = {name.casefold(): index for index, name in enumerate(label_names)}
-        self.from_train = from_train
-        self.case_matched = 0
-
-    def __call__(self, value: Any, where: str) -> int:
-        text = value.strip() if isinstance(value, str) else None
-        if text in self.names:
-            return self.names.index(text)
-        as_int = integer_label(value)
-        if as_int is not None and 0 <= as_int < len(self.names):
-            return as_int
-        if text is not None and text.casefold() in self.by_case:
-            self.case_matched += 1
-            return self.by_case[text.casefold()]
-        origin = (
-            "the label set comes from the training split, so a class it lacks cannot be learnt: fix the label, or "
-            if self.from_train else "fix the label, or "
-        )
-        raise ValueError(f"{where}: unknown label {value!r}; allowed labels: {allowed_labels(self.names)}; {origin}{CLASS_NAMES_HINT}")
 
 
 # ---------------------------------------------------------------- texts and images
 
 
 def clean_text(row: RawRow) -> str | None:
-    """The row's text as a str (bytes decoded leniently); None when it is empty."""
+    """The row's text as a str (bytes decoded leniently); None when it is empty: blank or only invisible
+    characters, by `text_problems`, the rule of serving too (the tokenizer's part of it comes in `preflight`). A
+    number, a bool or a list is refused: written as a string it would be a text nobody wrote."""
     text = row.text.decode("utf-8", errors="replace") if isinstance(row.text, bytes) else row.text
-    return None if text is None or not str(text).strip() else str(text)
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{row.where}: the text is a {type(text).__name__} ({str(text)[:100]}), not a string; write it as a string (in quotes)")
+    return None if text is None or text_problems([text]) else text
 
 
 def image_problem(image: Any, name: str, verify_pixels: bool) -> str | None:
@@ -201,7 +123,7 @@ def raise_image_problems(split: str, rows: list[RawRow], problems: dict[int, str
 
 
 def raise_empty_texts(split: str, rows: list[RawRow], empty: list[int]) -> None:
-    listed = "; ".join(f"{rows[index].where}: the text is empty" for index in empty[:MAX_LISTED_PROBLEMS])
+    listed = "; ".join(f"{rows[index].where}: the text is empty or has only invisible characters" for index in empty[:MAX_LISTED_PROBLEMS])
     raise ValueError(
         f"{len(empty)} empty text(s) in split {split!r}: {listed}. "
         "Fix or remove these rows, or pass empty_text='skip' (run_sppscl.py: --empty_text skip) to drop them."
@@ -220,14 +142,12 @@ def build_loaded_data(
     image_feature: datasets.Image | None = None,
 ) -> LoadedData:
     """Validate texts, labels and images of every split against one label set and assemble the `DatasetDict`."""
-    from_train = label_names is None and "train" in raw
-    names = [str(name) for name in (label_names if label_names is not None else infer_label_names(raw))]
-    mapper = LabelMapper(names, from_train)
+    mapper = label_mapper(raw, label_names)
+    names = mapper.names
     features = Features({"id": Value("string"), "text": Value("string"), "image": image_feature or Value("string"), "label": ClassLabel(names=names)})
-    splits = {}
-    for split in (name for name in SPLIT_ORDER if name in raw):
-        columns = split_columns(split, raw[split], mapper, missing_image, report, verify_pixels)
-        splits[split] = datasets.Dataset.from_dict(columns, features=features)
+    columns = {split: split_columns(split, raw[split], mapper, missing_image, report, verify_pixels) for split in SPLIT_ORDER if split in raw}
+    find_questionable_rows(columns, names, report)
+    splits = {split: datasets.Dataset.from_dict(part, features=features) for split, part in columns.items()}
     if "train" in splits:
         counts = Counter(splits["train"]["label"])
         report["classes_without_train_rows"] = [name for index, name in enumerate(names) if counts[index] == 0]
@@ -247,7 +167,7 @@ def split_columns(split: str, rows: list[RawRow], mapper: LabelMapper, missing_i
     report["case_normalised_labels"][split] = mapper.case_matched - before
     if report["case_normalised_labels"][split]:
         logger.warning("%s, split %s: %d label(s) matched to a class by case only", report["source"], split, report["case_normalised_labels"][split])
-    problems = {} if report["text_only"] else image_problems(rows, verify_pixels)
+    problems = {} if report["text_only"] else image_problems(rows, verify_pixels, split)
     if problems and missing_image == "error":
         raise_image_problems(split, rows, problems)
     report["skipped"][split] = len(problems) if missing_image == "skip" else 0
@@ -269,10 +189,14 @@ def split_columns(split: str, rows: list[RawRow], mapper: LabelMapper, missing_i
     }
 
 
-def image_problems(rows: list[RawRow], verify_pixels: bool) -> dict[int, str]:
-    """Row index -> problem, for the rows whose image is missing or unreadable."""
+def image_problems(rows: list[RawRow], verify_pixels: bool, split: str) -> dict[int, str]:
+    """Row index -> problem, for the rows whose image is missing or unreadable. Takes minutes on a large split, so
+    it is announced and shows a progress bar (transformers' tqdm, which `--disable_tqdm` turns off)."""
+    description = f"Checking images ({split})"
+    how = "decoding each at reduced size" if verify_pixels else "reading each header"
+    logger.info("%s: %d images, %s", description, len(rows), how)
     problems = {}
-    for index, row in enumerate(rows):
+    for index, row in enumerate(tqdm(rows, desc=description, unit="image")):
         problem = image_problem(row.image, describe_image(row.image), verify_pixels)
         if problem is not None:
             problems[index] = problem
@@ -285,4 +209,4 @@ def describe_image(image: Any) -> str:
     return str(image)
 
 
-__all__ = ["LoadedData", "RawRow", "blank_image", "build_loaded_data", "infer_label_names", "integer_label", "new_report"]
+__all__ = ["LoadedData", "RawRow", "blank_image", "build_loaded_data", "new_report"]

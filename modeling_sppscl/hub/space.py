@@ -44,6 +44,7 @@ def write_space(
     metrics: Mapping[str, Mapping[str, float]] | None = None,
     examples: Sequence[tuple[Any, str]] = (),
     license: str = "apache-2.0",
+    about: str = "",
 ) -> Path:
     """Write the Space into `space_dir` and return it.
 
@@ -53,6 +54,7 @@ def write_space(
         title: the Space's title.
         metrics: per split, the scores shown under the app (`accuracy`, `weighted_f1`, `macro_f1`).
         examples: (image, text) pairs offered as examples; images as `load_image` takes them (path, PIL, array).
+        about: what the model is (its training data; for a demo, that it is one), shown after the description.
     """
     space_dir = Path(space_dir)
     (space_dir / "examples").mkdir(parents=True, exist_ok=True)
@@ -70,7 +72,8 @@ def write_space(
         "labels": list(labels),
         "title": title,
         "description": "Upload an image, type the text that goes with it, and see the probability of each class "
-        f"({', '.join(labels)}). Model: `{shown}` (SPP-SCL, loaded with `trust_remote_code=True`).",
+        f"({', '.join(labels)}). Model: `{shown}` (SPP-SCL, loaded with `trust_remote_code=True`)."
+        + (f" {about}" if about else ""),
         "metrics_markdown": metrics_markdown(metrics or {}),
         "examples": example_rows,
     }

@@ -6,24 +6,33 @@ embeddings and, only when it allows, the inter-modal loss is back-propagated and
 applies it. One-step update (option): every term in one backward, the inter-modal term gated on the same forward.
 """
 
+import logging
 import math
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import has_length
 
 from ..data.device_cache import select_device_batch
 from ..hub.model_card import is_sppscl_card
 from ..loss_sppscl import gate_counts, gate_takes_inter_step, step_one_objective, step_two_loss
 from .checkpoints import AtomicCheckpointsMixin
-from .distributed import average_in_place, gather_labels, gather_with_grad, sum_counts
+from .distributed import average_in_place, forward_over_global_batch, gather_labels, gather_with_grad, sum_counts, sum_values
 from .hub_push import ModelOnlyPushMixin
 
 
+logger = logging.getLogger(__name__)
+
 UPDATE_MODES = ("two_step", "one_step")
+# The loss terms, in the order of `loss`; each is weighted by the config's `<term>_weight`.
+STEP_ONE_TERMS = ("ce_loss", "intra_text_loss", "intra_image_loss")
+LOSS_TERMS = (*STEP_ONE_TERMS, "inter_loss")
 # Parameter names of the two towers in SppSclModel; everything else is the head.
 TOWER_PREFIXES = ("text_model.", "vision_model.")
 
@@ -85,10 +94,13 @@ class SppSclTrainingArguments(TrainingArguments):
 class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
     """Trainer for [`SppSclModel`] with the gated two-step (or one-step) semi-push-pull update.
 
-    Logs, besides `loss` (the step-1 objective plus the inter-modal term when taken): `ce_loss`,
-    `intra_text_loss`, `intra_image_loss`, `inter_loss` (mean over the steps that took it) and
-    `gate_step2_rate` (share of steps in which the gate allowed the inter-modal step). Checkpoints are staged and
-    renamed into place when complete (see `checkpoints`); pushes send the model's files only (see `hub_push`).
+    Logs, besides `loss` (the weighted sum of the terms below, described by one line at the start of training),
+    each loss term whose weight in the config is not 0, unweighted and named as in the config: `ce_loss`,
+    `intra_text_loss`, `intra_image_loss`, `inter_loss` (mean over the updates that took it); with the two-step
+    update and an inter-modal term, `gate_step2_rate` (share of updates in which the gate allowed step 2); with
+    `max_grad_norm > 0`, `grad_norm` (the gradient norm of each update's first optimizer step, before clipping).
+    Each is the mean over the logging window and over the processes. Checkpoints are staged and renamed into
+    place when complete (see `checkpoints`); pushes send the model's files only (see `hub_push`).
     """
 
     def __init__(self, *args, **kwargs):
@@ -97,10 +109,40 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
             raise TypeError("SppSclTrainer needs SppSclTrainingArguments")
         self._log_sums: dict[str, float] = defaultdict(float)
         self._log_counts: dict[str, int] = defaultdict(int)
+        self._grad_norm_pending = False
 
     @property
     def _sppscl_config(self):
         return self.accelerator.unwrap_model(self.model).config
+
+    def _loss_weights(self) -> dict[str, float]:
+        """The loss terms the configuration uses (weight not 0) and their weights, in the order of `loss`."""
+        weights = {name: getattr(self._sppscl_config, f"{name}_weight") for name in LOSS_TERMS}
+        return {name: weight for name, weight in weights.items() if weight != 0}
+
+    @property
+    def _uses_inter_loss(self) -> bool:
+        return self._sppscl_config.inter_loss_weight != 0
+
+    def _objective_description(self) -> str:
+        weights = self._loss_weights()
+        inter_weight = weights.pop("inter_loss", None)
+        step_one = " + ".join(f"{weight:g} * {name}" for name, weight in weights.items()) or "0"
+        if inter_weight is None:
+            text = f"loss = {step_one} (inter_loss_weight is 0: no gate, no step 2)"
+        elif self.args.sppscl_update == "two_step":
+            text = (f"loss = {step_one} (step 1) + {inter_weight:g} * inter_loss (step 2, taken when the gate allows; "
+                    "gate_step2_rate is the share of updates that took it)")
+        else:
+            text = f"loss = {step_one} + {inter_weight:g} * inter_loss (one-step update; the term is added when the gate allows)"
+        if self.args.max_grad_norm > 0:
+            text += f"; grad_norm: each update's first optimizer step's gradient norm, before clipping to {self.args.max_grad_norm:g}"
+        return f"SPP-SCL objective: {text}"
+
+    def train(self, *args, **kwargs):
+        if self.is_world_process_zero():
+            logger.info(self._objective_description())
+        return super().train(*args, **kwargs)
 
     # ----- losses -------------------------------------------------------------------------------------------
     def _contrastive_view(self, text_embeds, image_embeds, labels):
@@ -132,8 +174,18 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         else:
             outputs = model(**inputs)
         if model.training:
-            self._record({name: outputs[name] for name in ("ce_loss", "intra_text_loss", "intra_image_loss")})
+            self._record({name: outputs[name] for name in STEP_ONE_TERMS if name in self._loss_weights()})
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation and prediction in dataset order, whatever `train_sampling_strategy`: transformers applies
+        "group_by_length" to evaluation too, and predictions_*.csv pairs the predictions with the ids in dataset
+        order. Several processes (no sampler) get consecutive batches that `gather_for_metrics` puts back in order.
+        transformers (5.x) has no public setting for the evaluation sampler; `get_eval_dataloader` and
+        `get_test_dataloader` take it from this private method (tests/test_predictions_files.py fails if renamed)."""
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def _prepare_inputs(self, inputs):
         # A device-resident feature cache's batches hold indices: its features are selected on the device here.
@@ -142,8 +194,13 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
     # ----- the update ---------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
         update = self._one_step if self.args.sppscl_update == "one_step" else self._two_step
-        loss = update(model, inputs)
-        self._average_batchnorm_statistics_across_processes(self.accelerator.unwrap_model(model))
+        self._grad_norm_pending = self.args.max_grad_norm > 0
+        # Over the global batch, the BatchNorm statistics and the paper's batch attention see the global batch
+        # too: then the run equals one process on the concatenated batch.
+        bare_model = self.accelerator.unwrap_model(model)
+        with forward_over_global_batch(bare_model) if self.args.contrastive_over_global_batch else nullcontext():
+            loss = update(model, inputs)
+        self._average_batchnorm_statistics_across_processes(bare_model)
         return loss
 
     def _one_step(self, model, inputs) -> torch.Tensor:
@@ -151,11 +208,11 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         inputs = self._prepare_inputs(inputs)
         with self.compute_loss_context_manager():
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-            takes = self._gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
+            takes = self._uses_inter_loss and self._gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
             if takes:
                 inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
                 loss = loss + inter
-        self._record_gate(takes, inter if takes else None)
+                self._record_inter_loss(inter)
         # Accumulated micro-batches average, as the Trainer's own step does: each loss is a batch mean already.
         loss = loss / self.current_gradient_accumulation_steps
         self.accelerator.backward(loss)
@@ -169,6 +226,10 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         self.accelerator.backward(step_one_loss)
         self._optimizer_step(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
+        if not self._uses_inter_loss:
+            # inter_loss_weight 0: no step 2, and no second forward, which only the gate and step 2 read.
+            self._skip_trainer_optimizer_step(trainable)
+            return step_one_loss.detach()
 
         # The second forward runs on the bare module: under DDP a forward without backward (gate closed) would
         # leave the reducer waiting, so the inter-modal gradients are averaged by hand below.
@@ -178,15 +239,11 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
             outputs = bare_model(**{k: v for k, v in inputs.items() if k != "labels"})
             takes = self._gate(outputs.text_embeds, outputs.image_embeds, labels)
             inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, labels) if takes else None
-        self._record_gate(takes, inter)
+        self._record({"gate_step2_rate": float(takes)})
         if not takes:
-            # No second optimizer step: the Trainer's coming optimizer.step() is told to skip (as it is between
-            # accumulation steps). Leaving it to an all-None-gradient step would move nothing without mixed
-            # precision, but fp16's GradScaler refuses to step or unscale an optimizer without gradients.
-            for param in trainable:
-                param.grad = None
-            self.accelerator.gradient_state._set_sync_gradients(False)
+            self._skip_trainer_optimizer_step(trainable)
             return step_one_loss.detach()
+        self._record_inter_loss(inter)
         # The authors' torch (1.8.1) clears gradients to zeros, not None: when step 2 runs, AdamW then moves
         # every trainable parameter (momentum, weight decay), also those the inter-modal loss does not reach.
         for param in trainable:
@@ -194,6 +251,14 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         self.accelerator.backward(inter)
         average_in_place(param.grad for param in trainable)
         return (step_one_loss + inter).detach()
+
+    def _skip_trainer_optimizer_step(self, trainable) -> None:
+        """No second optimizer step: the Trainer's coming optimizer.step() is told to skip (as it is between
+        accumulation steps). Leaving it to an all-None-gradient step would move nothing without mixed precision,
+        but fp16's GradScaler refuses to step or unscale an optimizer without gradients."""
+        for param in trainable:
+            param.grad = None
+        self.accelerator.gradient_state._set_sync_gradients(False)
 
     def _optimizer_step(self, model) -> None:
         """The step-1 optimizer update, clipped as the Trainer's own step is."""
@@ -203,10 +268,19 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
 
     def _clip_grad_norm(self, model):
         # Skipped step 2 (closed gate): no gradients to clip, and a GradScaler must not unscale them.
-        return super()._clip_grad_norm(model) if self.accelerator.sync_gradients else None
+        if not self.accelerator.sync_gradients:
+            return None
+        grad_norm = super()._clip_grad_norm(model)
+        if self._grad_norm_pending:
+            # The update's first (or only) optimizer step: the one `grad_norm` reports.
+            self._record({"grad_norm": grad_norm})
+            self._grad_norm_pending = False
+        return grad_norm
 
     def _get_grad_norm(self, model, grad_norm=None):
-        return super()._get_grad_norm(model, grad_norm) if self.accelerator.sync_gradients else None
+        # `grad_norm` is logged by `_clip_grad_norm`, with one meaning; the Trainer's own would be step 2's norm,
+        # and only in the updates that took step 2.
+        return None
 
     @staticmethod
     def _average_batchnorm_statistics_across_processes(model) -> None:
@@ -256,21 +330,21 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
             super().create_model_card(*args, **kwargs)
 
     # ----- logging ------------------------------------------------------------------------------------------
-    def _record(self, terms: dict[str, torch.Tensor]) -> None:
+    def _record(self, terms: dict[str, torch.Tensor | float]) -> None:
         for name, value in terms.items():
-            self._log_sums[name] += float(value.detach())
+            self._log_sums[name] += float(value.detach() if isinstance(value, torch.Tensor) else value)
             self._log_counts[name] += 1
 
-    def _record_gate(self, takes: bool, inter: torch.Tensor | None) -> None:
-        self._log_sums["gate_step2_rate"] += float(takes)
-        self._log_counts["gate_step2_rate"] += 1
-        if inter is not None:
-            self._record({"inter_loss": inter})
+    def _record_inter_loss(self, weighted_inter: torch.Tensor) -> None:
+        # Logged unweighted, as the step-1 terms are.
+        self._record({"inter_loss": weighted_inter / self._sppscl_config.inter_loss_weight})
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._log_counts:
-            for name, total in self._log_sums.items():
-                logs[name] = total / self._log_counts[name]
+            # Every process records the same names (the gate decides alike everywhere): sums and counts add up.
+            names = sorted(self._log_sums)
+            totals = sum_values([self._log_sums[name] for name in names] + [self._log_counts[name] for name in names], device=self.args.device)
+            logs.update({name: total / count for name, total, count in zip(names, totals[: len(names)], totals[len(names) :])})
             self._log_sums.clear()
             self._log_counts.clear()
         super().log(logs, *args, **kwargs)

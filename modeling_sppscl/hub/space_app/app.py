@@ -28,11 +28,17 @@ classifier = pipeline(model=model_location(), trust_remote_code=True, device="cp
 
 
 def classify(image, text: str) -> dict[str, float]:
+    """The probability of each class; what the pipeline refuses (an unreadable image, a text with nothing to read)
+    is shown to the user as the pipeline's message."""
     if image is None:
         raise gr.Error("Upload an image: the model classifies an image together with its text.")
-    if not (text or "").strip():
+    if not isinstance(text, str) or not text.strip():
         raise gr.Error("Type the text that goes with the image.")
-    return {entry["label"]: entry["score"] for entry in classifier({"image": image, "text": text})}
+    try:
+        scores = classifier({"image": image, "text": text})
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    return {entry["label"]: entry["score"] for entry in scores}
 
 
 demo = gr.Interface(
