@@ -203,13 +203,10 @@ def config_error(error: ValueError) -> UsageError:
     """A config that does not fit (a value out of range, more text layers than the tower has), as a refusal naming
     the override that fixes it."""
     match = re.search(r"SppSclConfig\.(\w+)", str(error))
-    key = match.group(1) if match else None
-    if key in CONFIG_KEYS_WITH_FLAGS:
-        fix = f"change {CONFIG_KEYS_WITH_FLAGS[key]}"
-    elif key:
-        fix = f"pass --config_overrides {key}=VALUE with a value in that range"
-    else:
-        fix = "change --config_overrides"
+    if match is None:  # a refusal of a tower itself, which says what to use instead
+        return UsageError(str(error))
+    key = match.group(1)
+    fix = f"change {CONFIG_KEYS_WITH_FLAGS[key]}" if key in CONFIG_KEYS_WITH_FLAGS else f"pass --config_overrides {key}=VALUE with a value in that range"
     return UsageError(f"{error}: {fix}")
 
 
