@@ -18,6 +18,8 @@ if version.parse(transformers.__version__) < version.parse(MIN_TRANSFORMERS_VERS
 from transformers import AutoConfig, PreTrainedConfig  # noqa: E402
 from transformers.configuration_utils import SubConfigSpec  # noqa: E402
 
+from .towers_sppscl import check_text_tower, tower_half  # noqa: E402
+
 
 # Each switch below is one place where the authors' released code makes a sample's output depend on the
 # other samples of its batch (or on padding). `variant` fills every switch left at None.
@@ -57,10 +59,12 @@ class SppSclConfig(PreTrainedConfig):
 
     Args:
         text_config (`dict` or `PreTrainedConfig`, *optional*):
-            Any transformers text encoder that returns hidden states (BERT base shape by default).
+            Any transformers text encoder that returns hidden states and summarises the text at position 0 (BERT
+            base shape by default); decoders are refused. A dual-encoder config gives its text half.
         vision_config (`dict` or `PreTrainedConfig`, *optional*):
             Any transformers vision model whose `last_hidden_state` is a `[B, C, h, w]` map (ResNet-50 shape by
-            default). `C` is read from `hidden_sizes[-1]` (or `hidden_size`).
+            default), or a vision transformer listed in `towers_sppscl.SUMMARY_TOKENS`; a dual-encoder config
+            (CLIP, SigLIP) gives its vision half. `C` is read from `hidden_sizes[-1]` (or `hidden_size`).
         variant (`str`, defaults to `"default"`):
             `"paper"` reproduces the authors' released code number for number; `"default"` makes every
             prediction independent of the rest of the batch and of padding. Each of the four switches below
@@ -147,6 +151,8 @@ class SppSclConfig(PreTrainedConfig):
         self._fill_variant_switches()
         self._check_values()
         super().__post_init__(**kwargs)
+        self.text_config = tower_half(self.text_config, "text")
+        self.vision_config = tower_half(self.vision_config, "vision")
         self._check_towers()
 
     def _fill_variant_switches(self) -> None:
@@ -175,6 +181,7 @@ class SppSclConfig(PreTrainedConfig):
                 raise ValueError(f"SppSclConfig.{name} must be >= 0, got {getattr(self, name)!r}")
 
     def _check_towers(self) -> None:
+        check_text_tower(self.text_config)
         text_layers = getattr(self.text_config, "num_hidden_layers", None)
         if text_layers is not None and self.num_text_layers > text_layers + 1:
             raise ValueError(

@@ -19,6 +19,7 @@ from .loss_sppscl import step_one_objective
 # transformers copies the pipeline's file next to the model when it saves or loads remote code.
 from .pipeline_sppscl import ImageTextClassificationPipeline  # noqa: F401
 from .remote_code_sppscl import custom_pipelines, save_with_code_files
+from .towers_sppscl import accepts_input, image_feature_map, load_tower
 
 
 @dataclass
@@ -232,15 +233,16 @@ class SppSclModel(SppSclPreTrainedModel):
 
     @classmethod
     def from_text_vision_pretrained(cls, text_model_name_or_path: str, vision_model_name_or_path: str, **kwargs) -> "SppSclModel":
-        """Start from two pretrained towers (the head is freshly initialised).
+        """Start from two pretrained towers (the head is freshly initialised). A dual-encoder checkpoint (CLIP,
+        SigLIP) gives its vision half as the vision tower (see `towers_sppscl.load_tower`).
 
         Keyword arguments prefixed with `text_` / `vision_` go to the towers' `from_pretrained`, the rest to
         [`SppSclConfig`].
         """
         text_kwargs = {k[len("text_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("text_")}
         vision_kwargs = {k[len("vision_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("vision_")}
-        text_model = AutoModel.from_pretrained(text_model_name_or_path, **text_kwargs)
-        vision_model = AutoModel.from_pretrained(vision_model_name_or_path, **vision_kwargs)
+        text_model = load_tower(text_model_name_or_path, "text", **text_kwargs)
+        vision_model = load_tower(vision_model_name_or_path, "vision", **vision_kwargs)
         config = SppSclConfig.from_text_vision_configs(text_model.config, vision_model.config, **kwargs)
         return cls(config, text_model=text_model, vision_model=vision_model)
 
@@ -261,7 +263,7 @@ class SppSclModel(SppSclPreTrainedModel):
 
     def text_tower_outputs(self, input_ids, attention_mask=None, token_type_ids=None, **tower_kwargs) -> ModelOutput:
         """The text tower's output, with every hidden state (and whatever `tower_kwargs` ask for, e.g. attentions)."""
-        if token_type_ids is not None:
+        if token_type_ids is not None and accepts_input(self.text_model, "token_type_ids"):
             tower_kwargs["token_type_ids"] = token_type_ids
         tower_kwargs["output_hidden_states"] = True
         with self._tower_context(self.config.freeze_text_model):
@@ -275,19 +277,16 @@ class SppSclModel(SppSclPreTrainedModel):
         return torch.stack(tower_output.hidden_states[-self.config.num_text_layers :])
 
     def vision_tower_outputs(self, pixel_values: torch.Tensor, **tower_kwargs) -> ModelOutput:
-        """The vision tower's output (`last_hidden_state` is the `[B, C, h, w]` feature map)."""
+        """The vision tower's own output (a `[B, C, h, w]` map or a sequence of tokens as `last_hidden_state`)."""
         with self._tower_context(self.config.freeze_vision_model):
-            outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **tower_kwargs)
-        if outputs.last_hidden_state.dim() != 4:
-            raise ValueError(
-                f"The vision tower ({self.config.vision_config.model_type}) returned a last_hidden_state of shape "
-                f"{tuple(outputs.last_hidden_state.shape)}; SPP-SCL needs a [batch, channels, height, width] feature map"
-            )
-        return outputs
+            return self.vision_model(pixel_values=pixel_values, return_dict=True, **tower_kwargs)
+
+    def _feature_map(self, tower_output: ModelOutput, pixel_values: torch.Tensor) -> torch.Tensor:
+        return image_feature_map(tower_output.last_hidden_state, self.config.vision_config, pixel_values.shape[-2:])
 
     def vision_tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The vision tower's `[B, C, h, w]` feature map."""
-        return self.vision_tower_outputs(pixel_values).last_hidden_state
+        """The vision tower's `[B, C, h, w]` feature map (patch tokens laid on their grid, see `towers_sppscl`)."""
+        return self._feature_map(self.vision_tower_outputs(pixel_values), pixel_values)
 
     # ----- head ---------------------------------------------------------------------------------------------
     def _stack_text_hidden_states(self, text_hidden_states) -> torch.Tensor:
@@ -325,7 +324,7 @@ class SppSclModel(SppSclPreTrainedModel):
         if pixel_values is None:
             raise ValueError("SppSclModel needs the image: pass pixel_values or image_features")
         tower_output = self.vision_tower_outputs(pixel_values, **tower_kwargs)
-        return tower_output.last_hidden_state, tower_output
+        return self._feature_map(tower_output, pixel_values), tower_output
 
     def _embed_text(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if hidden_states.shape[2] < 3:

@@ -31,6 +31,7 @@ CODE_FILES = (
     "image_utils_sppscl.py",
     "pipeline_sppscl.py",
     "remote_code_sppscl.py",
+    "towers_sppscl.py",
     HANDLER_FILE,
 )
 # Keyword arguments of `save_pretrained` that only matter for its `push_to_hub=True` upload.
