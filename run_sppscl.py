@@ -1,27 +1,31 @@
 #!/usr/bin/env python
-"""Fine-tune, evaluate and predict with SPP-SCL on an image-text classification dataset.
+r"""Fine-tune, evaluate and predict with SPP-SCL on an image-text classification dataset.
 
 With no arguments at all, runs the built-in demo: a synthetic image-text set, tiny towers, 8 epochs, into
-outputs/demo (about 1-4 minutes on CPU). Otherwise name the data, the towers (or a checkpoint) and --output_dir:
+outputs/demo (about 1-4 minutes on CPU); options without a data source change the demo (`--num_train_epochs 2`).
+Otherwise name the data, the towers (or a saved model) and --output_dir:
 
     python run_sppscl.py                      # the built-in demo
     python run_sppscl.py --data_dir ../shared/data/mvsa_single \
-        --text_model_name_or_path google-bert/bert-base-uncased --vision_model_name_or_path microsoft/resnet-50 \
-        --variant paper --output_dir outputs/mvsa_single --do_train --do_eval --num_train_epochs 150 ...
+        --text_model_name_or_path sentence-transformers/all-MiniLM-L6-v2 --vision_model_name_or_path microsoft/resnet-50 \
+        --output_dir outputs/mvsa_single --do_train --do_eval --do_predict
 
-The same command runs under `accelerate launch` (several processes: `--multi_gpu --num_processes N`, with
-`--cpu` on a CPU machine). Every `TrainingArguments` option works (`--push_to_hub`, `--resume_from_checkpoint`,
-`--log_level`, `--disable_tqdm`, ...), plus the SPP-SCL ones. The output folder also gets a Gradio Space
-(`space/`) for the trained model; `--push_space USER/NAME` publishes it.
+A run that builds a model from two towers trains its variant's recipe (below) wherever the command line leaves an
+option unset; every flag overrides it. It runs as is on a CPU-only machine; `accelerate launch --multi_gpu
+--num_processes N run_sppscl.py ...` runs N processes, on GPUs or, on a machine without one, N CPU processes
+joined into one job (no `--cpu` needed). Every `TrainingArguments` option works (`--push_to_hub`,
+`--resume_from_checkpoint`, `--log_level`, `--disable_tqdm`, ...), listed after the SPP-SCL ones. The output folder
+also gets a Gradio Space (`space/`) for the trained model; `--push_space USER/NAME` publishes it. A bad option,
+file or data row ends the run with one `error:` line (the traceback only with `--log_level debug`).
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +34,15 @@ import datasets
 import huggingface_hub
 import torch
 import transformers
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import (
+    AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed,
+)
 
 from modeling_sppscl import SppSclConfig, SppSclModel, SppSclProcessor
+from modeling_sppscl.configuration_sppscl import VARIANTS
 from modeling_sppscl.data.collators import ImageTextCollator
 from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
+from modeling_sppscl.data.extraction import PRECISIONS, STORAGE_DTYPES
 from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeatureCache, fits_on_device
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features, frozen_towers
 from modeling_sppscl.data.preflight import check_before_training, check_output_dir
@@ -43,20 +51,27 @@ from modeling_sppscl.hub.publish import check_hub_access, write_card, write_mode
 from modeling_sppscl.hub.space import push_space
 from modeling_sppscl.reporting.metrics import build_compute_metrics
 from modeling_sppscl.reporting.predictions import write_predictions
+from modeling_sppscl.training.arguments import (
+    ArgumentParser, UsageError, UserError, as_flags, check_config_overrides, check_numbers, config_error, explicit_options,
+    group_options, parse_config_overrides, user_errors,
+)
 from modeling_sppscl.training.checkpoints import last_complete_checkpoint
-from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
+from modeling_sppscl.training.recipes import RAREST_X2, RECIPES, format_value, resolve_class_weights, unset_values
+from modeling_sppscl.training.trainer import TOWER_PREFIXES, SppSclTrainer, SppSclTrainingArguments
 
 
 logger = logging.getLogger(__name__)
 
 DEMO_OUTPUT_DIR = "outputs/demo"
-DEMO_ARGS = [
-    "--output_dir", DEMO_OUTPUT_DIR,
-    "--do_train", "--do_eval", "--do_predict",
-    "--num_train_epochs", "8", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
-    "--learning_rate", "3e-3", "--eval_strategy", "epoch", "--save_strategy", "epoch", "--save_total_limit", "1",
-    "--load_best_model_at_end", "--logging_strategy", "epoch", "--report_to", "none", "--seed", "0",
-]
+# The demo's options; a command line without a data source runs the demo with its own options over these.
+DEMO_PRESET = {
+    "output_dir": DEMO_OUTPUT_DIR, "do_train": True, "do_eval": True, "do_predict": True,
+    "num_train_epochs": 8, "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64,
+    "learning_rate": 3e-3, "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1,
+    "load_best_model_at_end": True, "logging_strategy": "epoch", "report_to": "none", "seed": 0,
+}
+DATA_SOURCES = ("data_dir", "hfm_text_dir", "dataset_name", "train_file", "validation_file", "test_file")
+MODEL_SOURCES = ("model_name_or_path", "text_model_name_or_path", "vision_model_name_or_path")
 
 
 @dataclass
@@ -64,12 +79,17 @@ class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "An SPP-SCL checkpoint (folder or Hub id)."})
     text_model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained text tower (with its tokenizer)."})
     vision_model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained vision tower (with its image processor)."})
-    variant: str = field(default="default", metadata={"help": "'paper' (the authors' code, number for number) or 'default'."})
+    variant: str = field(
+        default="default", metadata={"help": "'paper' (the authors' code, number for number) or 'default'; also picks the recipe.",
+                                     "choices": tuple(VARIANTS)}
+    )
     config_overrides: str | None = field(
-        default=None, metadata={"help": "Comma-separated SppSclConfig overrides, e.g. 'dropout=0.1,temperature=0.1'."}
+        default=None, metadata={"help": "Comma-separated SppSclConfig overrides, e.g. 'dropout=0.1,temperature=0.1' (an unknown "
+                                "key or a wrong type is refused); class_weights=rarest_x2 weighs the rarest training class 2."}
     )
     freeze_text_model: bool = field(
-        default=True, metadata={"help": "Whether the text tower stays frozen (default); --no_freeze_text_model fine-tunes it too."}
+        default=True, metadata={"help": "Whether the text tower stays frozen; --no_freeze_text_model fine-tunes it too (as the "
+                                "default variant's recipe does, see Recipes above)."}
     )
     freeze_vision_model: bool = field(
         default=True, metadata={"help": "Whether the vision tower stays frozen (default); --no_freeze_vision_model fine-tunes it too."}
@@ -96,9 +116,12 @@ class DataArguments:
     text_column: str = field(default="text", metadata={"help": "Text column of CSV/JSONL files and datasets."})
     label_column: str = field(default="label", metadata={"help": "Label column (name or id) of CSV/JSONL files and datasets."})
     class_names: str | None = field(default=None, metadata={"help": "Comma-separated class names, in label-id order."})
-    missing_image: str = field(default="error", metadata={"help": "A missing or corrupt image: 'error', 'skip' the pair, or 'blank' image."})
+    missing_image: str = field(
+        default="error", metadata={"help": "A missing or corrupt image: 'error', 'skip' the pair, or 'blank' image.", "choices": ("error", "skip", "blank")}
+    )
     empty_text: str = field(
-        default="error", metadata={"help": "An empty text, or one with no token the tokenizer knows: 'error', or 'skip' the pair."}
+        default="error", metadata={"help": "An empty text, or one with no token the tokenizer knows: 'error', or 'skip' the pair.",
+                                   "choices": ("error", "skip")}
     )
     allow_images_outside_data_dir: bool = field(
         default=False, metadata={"help": "Read image paths that lead outside the data folder (`../`, absolute); refused by default."}
@@ -118,14 +141,18 @@ class DataArguments:
         default=None, metadata={"help": "Feature cache folder (default: sppscl_features under the datasets cache, $HF_DATASETS_CACHE "
                                 "or $HF_HOME/datasets; never in the output folder, so a push cannot take it along)."}
     )
-    feature_cache_dtype: str = field(default="float32", metadata={"help": "'float32' or 'float16' storage of cached features."})
+    feature_cache_dtype: str = field(
+        default="float32", metadata={"help": "'float32' or 'float16' storage of cached features.", "choices": tuple(STORAGE_DTYPES)}
+    )
     feature_extraction_precision: str = field(
         default="auto", metadata={"help": "Autocast dtype of the towers during extraction: 'auto' (bfloat16 on CUDA, float16 "
-                                  "without bfloat16, float32 on CPU), 'float32', 'bfloat16' or 'float16'."}
+                                  "without bfloat16, float32 on CPU), 'float32', 'bfloat16' or 'float16'.",
+                                  "choices": ("auto", *PRECISIONS)}
     )
     feature_cache_on_device: str = field(
         default="auto", metadata={"help": "Hold the cached features in accelerator memory and train the head from index "
-                                  "selections there: 'auto' (on CUDA when they fit in half the free memory), 'true', 'false'."}
+                                  "selections there: 'auto' (on CUDA when they fit in half the free memory), 'true', 'false'.",
+                                  "choices": ("auto", "true", "false")}
     )
     plot: bool = field(default=False, metadata={"help": "Write t-SNE, confusion-matrix and training-curve PNGs."})
     head_num_threads: int | None = field(
@@ -149,22 +176,73 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Defaults shown after each option (as HfArgumentParser does), the description's examples kept as written."""
 
 
+def recipes_help() -> str:
+    lines = ["Recipes (each value applies where the command line leaves that option or --config_overrides key unset):"]
+    for name, recipe in RECIPES.items():
+        lines.append(f"  --variant {name} ({recipe.source}):\n      {recipe.describe()}")
+    return "\n".join(lines)
+
+
 def build_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, SpaceArguments, SppSclTrainingArguments), description=__doc__,
-                            formatter_class=HelpFormatter)
+    parser = ArgumentParser((ModelArguments, DataArguments, SpaceArguments, SppSclTrainingArguments),
+                            description=f"{__doc__}\n{recipes_help()}", formatter_class=HelpFormatter,
+                            usage="%(prog)s [SPP-SCL options] [TrainingArguments options]  (or %(prog)s ARGS.json)")
+    training_only = {f.name for f in dataclasses.fields(SppSclTrainingArguments)} - {f.name for f in dataclasses.fields(TrainingArguments)}
+    model, data = [f.name for f in dataclasses.fields(ModelArguments)], [f.name for f in dataclasses.fields(DataArguments)]
+    group_options(parser, [("SPP-SCL model", model), ("SPP-SCL data", data), ("SPP-SCL training", training_only),
+                           ("SPP-SCL publishing", [f.name for f in dataclasses.fields(SpaceArguments)])],
+                  rest_title="TrainingArguments (transformers)")
+    return parser
 
 
-def parse_arguments() -> tuple[ModelArguments, DataArguments, SpaceArguments, SppSclTrainingArguments]:
+def parse_arguments(argv: list[str] | None = None):
+    """The four argument objects and the options the command line set. A command line without a data source
+    runs the demo (its preset fills what the command leaves unset); one that builds a model from towers gets its
+    variant's recipe the same way (logged, and kept in `training_args.applied_recipe`)."""
     parser = build_parser()
-    argv = sys.argv[1:] or DEMO_ARGS
+    argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=str(Path(argv[0]).resolve()))
-    return parser.parse_args_into_dataclasses(args=argv)
+        with user_errors(argv[0], (OSError, ValueError), UsageError):
+            argv = as_flags(json.loads(Path(argv[0]).read_text()))
+    given = explicit_options(parser, argv)
+    filled, recipe, recipe_config = preset_values(given)
+    if not torch.accelerator.is_available() and "dataloader_pin_memory" not in given:
+        filled["dataloader_pin_memory"] = False  # pinned memory helps only copies to an accelerator
+    # TrainingArguments' own checks (strategies that do not match, ...) raise ValueError.
+    with user_errors(kinds=(ValueError,), error_type=UsageError):
+        parsed = parser.parse_args_into_dataclasses(args=[*argv, *as_flags(filled)])
+    training_args = parsed[-1]
+    if recipe is not None:
+        training_args.applied_recipe = {"name": recipe.name, "source": recipe.source,
+                                        "values": {name: value for name, value in filled.items() if name in recipe.arguments},
+                                        "config": recipe_config}
+    return (*parsed, set(given))
+
+
+def preset_values(given: dict) -> tuple[dict, object, dict]:
+    """The values the demo preset or the recipe adds to what the command line `given` sets, the recipe, and the
+    config values it adds to --config_overrides."""
+    if not any(given.get(name) for name in DATA_SOURCES):
+        named = [f"--{name}" for name in MODEL_SOURCES if given.get(name)]
+        if named:
+            raise UsageError(f"{' and '.join(named)} given but no data: pass --data_dir, --train_file, --dataset_name or "
+                             "--hfm_text_dir (leave out every model flag to run the built-in demo)")
+        return {name: value for name, value in DEMO_PRESET.items() if name not in given}, None, {}
+    if given.get("model_name_or_path"):
+        return {}, None, {}
+    if not (given.get("text_model_name_or_path") and given.get("vision_model_name_or_path")):
+        raise UsageError("a run on your data needs --model_name_or_path, or both --text_model_name_or_path and "
+                         "--vision_model_name_or_path")
+    recipe = RECIPES[given.get("variant", "default")]
+    overrides = check_config_overrides(parse_config_overrides(given.get("config_overrides")), {"class_weights": (RAREST_X2,)})
+    filled, config = unset_values(recipe, set(given), overrides)
+    if config:
+        filled["config_overrides"] = ",".join(f"{key}={json.dumps(value)}" for key, value in {**overrides, **config}.items())
+    return filled, recipe, config
 
 
 def is_demo(data_args: DataArguments) -> bool:
-    return not any([data_args.data_dir, data_args.hfm_text_dir, data_args.dataset_name, data_args.train_file,
-                    data_args.validation_file, data_args.test_file])
+    return not any(getattr(data_args, name) for name in DATA_SOURCES)
 
 
 def load_data(data_args: DataArguments, seed: int, model_name_or_path: str | None = None):
@@ -199,20 +277,6 @@ def checkpoint_label_names(model_name_or_path: str | None) -> list[str] | None:
     return [id2label[index] for index in range(len(id2label))]
 
 
-def parse_config_overrides(text: str | None) -> dict:
-    overrides = {}
-    # Commas inside brackets belong to a list value (class_weights=[1,2,1]).
-    for item in filter(None, re.split(r",(?![^\[]*\])", text or "")):
-        if "=" not in item:
-            raise ValueError(f"--config_overrides: expected name=value, got {item!r}")
-        name, value = item.split("=", 1)
-        try:
-            overrides[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[name.strip()] = value
-    return overrides
-
-
 def demo_towers():
     """Tiny randomly initialised towers for the demo: a 4-layer BERT on the demo vocabulary and a 2-stage ResNet."""
     tokenizer = build_demo_tokenizer()
@@ -243,24 +307,68 @@ def import_tower_module(name: str | None) -> None:
         raise ValueError(f"--tower_module {name}: cannot import it ({error})") from error
 
 
-def build_model_and_processor(model_args: ModelArguments, label_names: list[str], demo: bool):
+def config_overrides(model_args: ModelArguments) -> dict:
+    return check_config_overrides(parse_config_overrides(model_args.config_overrides), {"class_weights": (RAREST_X2,)})
+
+
+def check_config(model_args: ModelArguments, demo: bool) -> None:
+    """Build the config the run will build, from the towers' configs alone (no weights, no data), so that an
+    override the towers cannot take is refused before any work, naming the override that fixes it. The class
+    weights wait for the label set."""
+    overrides = {key: value for key, value in config_overrides(model_args).items() if key != "class_weights"}
+    try:
+        if model_args.model_name_or_path:
+            with user_errors(f"--model_name_or_path {model_args.model_name_or_path}", (OSError,)):
+                AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir, **overrides)
+            return
+        if demo:
+            text_config, vision_config = demo_towers()[:2]
+        else:
+            configs = []
+            for flag in ("text_model_name_or_path", "vision_model_name_or_path"):
+                with user_errors(f"--{flag} {getattr(model_args, flag)}", (OSError, ValueError)):
+                    configs.append(AutoConfig.from_pretrained(getattr(model_args, flag), cache_dir=model_args.cache_dir))
+            text_config, vision_config = configs
+        SppSclConfig.from_text_vision_configs(text_config, vision_config, variant=model_args.variant, **overrides)
+    except UserError:
+        raise
+    except ValueError as error:
+        raise config_error(error) from error
+
+
+def build_model_and_processor(model_args: ModelArguments, label_names: list[str], demo: bool, train_labels=None):
+    """The model and its processor; `train_labels` (the training split's label ids) resolve a class-weight rule."""
     id2label = dict(enumerate(label_names))
-    overrides = parse_config_overrides(model_args.config_overrides)
+    overrides = config_overrides(model_args)
+    if "class_weights" in overrides:
+        overrides["class_weights"] = resolve_class_weights(overrides["class_weights"], train_labels, len(label_names))
+        logger.info("Class weights: %s", overrides["class_weights"])
+    try:
+        with user_errors(kinds=(OSError,)):
+            return load_model_and_processor(model_args, id2label, demo, overrides)
+    except UserError:
+        raise
+    except ValueError as error:
+        if "SppSclConfig." in str(error):
+            raise config_error(error) from error
+        raise
+
+
+def load_model_and_processor(model_args: ModelArguments, id2label: dict[int, str], demo: bool, overrides: dict):
     settings = {"variant": model_args.variant, "freeze_text_model": model_args.freeze_text_model,
                 "freeze_vision_model": model_args.freeze_vision_model, **overrides}
     if model_args.model_name_or_path:
         model = AutoModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir, **overrides)
         processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
         if model.config.id2label != id2label:
-            raise ValueError(f"The checkpoint's labels {model.config.id2label} differ from the data's {id2label}")
+            raise UserError(f"The checkpoint's labels {model.config.id2label} differ from the data's {id2label}: pass "
+                            "--class_names in the checkpoint's order, or data with its labels")
         return model, processor
-    if demo and not (model_args.text_model_name_or_path or model_args.vision_model_name_or_path):
+    if demo:
         text_config, vision_config, tokenizer, image_processor = demo_towers()
         config = SppSclConfig(text_config=text_config, vision_config=vision_config, id2label=id2label, **settings)
         model = SppSclModel(config)
         return model, SppSclProcessor.for_config(config, image_processor, tokenizer)
-    if not (model_args.text_model_name_or_path and model_args.vision_model_name_or_path):
-        raise ValueError("Pass --model_name_or_path, or both --text_model_name_or_path and --vision_model_name_or_path")
     model = SppSclModel.from_text_vision_pretrained(
         model_args.text_model_name_or_path, model_args.vision_model_name_or_path,
         text_cache_dir=model_args.cache_dir, vision_cache_dir=model_args.cache_dir, id2label=id2label, **settings,
@@ -366,22 +474,58 @@ def check_and_log_world(training_args: SppSclTrainingArguments) -> None:
     )
 
 
-def main() -> dict:
+def log_recipe(training_args: SppSclTrainingArguments) -> None:
+    recipe = training_args.applied_recipe
+    if not recipe:
+        return
+    applied = " ".join(f"--{name} {format_value(value)}" for name, value in recipe["values"].items())
+    config = ",".join(f"{key}={format_value(value)}" for key, value in recipe["config"].items())
+    logger.info("Recipe %r (%s), applied where the command line leaves it unset: %s%s", recipe["name"], recipe["source"],
+                applied or "(every option set on the command line)", f" --config_overrides {config}" if config else "")
+
+
+def towers_train(model) -> bool:
+    return any(param.requires_grad for name, param in model.named_parameters() if name.startswith(TOWER_PREFIXES))
+
+
+def checked_arguments(argv: list[str] | None = None):
+    """`parse_arguments`, then every option checked (ranges, --config_overrides keys and types) before any work."""
+    model_args, data_args, space_args, training_args, given = parse_arguments(argv)
+    check_numbers(model_args, data_args, training_args)
+    config_overrides(model_args)
+    return model_args, data_args, space_args, training_args, given
+
+
+def run() -> dict:
+    """The run the command line asks for; its results (empty on processes other than the main one)."""
     run_cpu_processes_as_one_job()
-    model_args, data_args, space_args, training_args = parse_arguments()
-    set_up_logging(training_args)
-    check_hub_access(space_args, training_args)
-    check_and_log_world(training_args)
-    set_seed(training_args.seed)
-    check_output_dir(training_args.output_dir)
+    model_args, data_args, space_args, training_args, given = checked_arguments()
     demo = is_demo(data_args)
-    import_tower_module(model_args.tower_module)
-    loaded = load_data(data_args, training_args.seed, model_args.model_name_or_path)
-    model, processor = build_model_and_processor(model_args, loaded.label_names, demo)
+    set_up_logging(training_args)
+    log_recipe(training_args)
+    with user_errors(kinds=(ValueError,)):
+        import_tower_module(model_args.tower_module)
+    check_config(model_args, demo)
+    check_hub_access(space_args, training_args)
+    with user_errors(kinds=(ValueError,)):
+        check_and_log_world(training_args)
+    set_seed(training_args.seed)
+    with user_errors(kinds=(ValueError,)):
+        check_output_dir(training_args.output_dir)
+    with user_errors(kinds=(ValueError, OSError)):
+        loaded = load_data(data_args, training_args.seed, model_args.model_name_or_path)
+    train = loaded.splits.get("train")
+    train_labels = None if train is None else limit(train, data_args.max_train_samples)["label"]
+    model, processor = build_model_and_processor(model_args, loaded.label_names, demo, train_labels)
+    if "ddp_find_unused_parameters" not in given and not towers_train(model):
+        # Every head parameter reaches the loss (logits come from both embeddings); a trainable tower may hold some
+        # that do not (BERT's pooler), so DDP keeps searching for them there.
+        training_args.ddp_find_unused_parameters = False
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
-    checked = check_before_training(loaded, model, processor, training_args, limits, data_args.empty_text,
-                                    report_dir=training_args.output_dir if training_args.should_save else None,
-                                    strict_data=data_args.strict_data)
+    with user_errors(kinds=(ValueError,)):
+        checked = check_before_training(loaded, model, processor, training_args, limits, data_args.empty_text,
+                                        report_dir=training_args.output_dir if training_args.should_save else None,
+                                        strict_data=data_args.strict_data)
     splits, collator = prepare_splits(checked, data_args, model, processor, training_args)
     if data_args.head_num_threads:
         torch.set_num_threads(data_args.head_num_threads)
@@ -397,7 +541,9 @@ def main() -> dict:
     output_dir = Path(training_args.output_dir)
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, output_dir))
+        with user_errors(kinds=(ValueError,)):
+            checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
@@ -427,11 +573,30 @@ def main() -> dict:
         if space_args.push_space and trainer.is_world_process_zero():
             url = push_space(output_dir / "space", space_args.push_space, training_args.hub_token, training_args.hub_private_repo)
             logger.info("Space pushed: %s", url)
-    return results
+    return results if trainer.is_world_process_zero() else {}
+
+
+def wants_traceback(argv: list[str]) -> bool:
+    """`--log_level debug` on the command line (read from the words: the error may come before they are parsed)."""
+    words = " ".join(argv).replace("-", "_").replace("=", " ").split()
+    return any(word == "__log_level" and value == "debug" for word, value in zip(words, words[1:]))
+
+
+def main() -> None:
+    """`python run_sppscl.py` and `sppscl-train`: a user error (options, data, files, Hub access) ends with one
+    `error:` message on stderr and exit status 1 (2 for the command line), its traceback only with
+    `--log_level debug`; a bug keeps its traceback."""
+    try:
+        results = run()
+    except UserError as error:
+        if wants_traceback(sys.argv[1:]):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
+    accuracy = results.get("validation", {}).get("eval_accuracy")
+    if accuracy is not None and not math.isnan(accuracy):
+        print(f"dev accuracy: {accuracy:.4f}")
 
 
 if __name__ == "__main__":
-    metrics = main()
-    accuracy = metrics.get("validation", {}).get("eval_accuracy")
-    if accuracy is not None and not math.isnan(accuracy):
-        print(f"dev accuracy: {accuracy:.4f}")
+    main()

@@ -122,8 +122,11 @@ class ImageTextClassificationPipeline(Pipeline):
         return ranked if top_k is None else ranked[:top_k]
 
 
-PIPELINE_REGISTRY.register_pipeline(
-    PIPELINE_TASK, pipeline_class=ImageTextClassificationPipeline, pt_model=AutoModel, type="multimodal"
-)
+# `pipeline(..., trust_remote_code=True)` imports the saved copy of this file on every call: register the task once,
+# instead of warning at each call that it is being overwritten (every copy holds the same class).
+if PIPELINE_TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+    PIPELINE_REGISTRY.register_pipeline(
+        PIPELINE_TASK, pipeline_class=ImageTextClassificationPipeline, pt_model=AutoModel, type="multimodal"
+    )
 
 __all__ = ["ImageTextClassificationPipeline"]

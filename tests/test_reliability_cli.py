@@ -22,7 +22,7 @@ def test_saved_model_evaluates_and_predicts_with_the_saved_runs_numbers(tmp_path
         ["--data_dir", str(data), "--text_model_name_or_path", str(tower_folders / "text"),
          "--vision_model_name_or_path", str(tower_folders / "vision"), "--output_dir", str(trained),
          "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
-         "--report_to", "none"],
+         "--report_to", "none", "--freeze_text_model", "true", "--train_sampling_strategy", "random"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

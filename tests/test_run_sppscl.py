@@ -108,6 +108,6 @@ def test_missing_image_is_an_error_naming_the_row_by_default(tmp_path, tower_fol
 
 def test_bad_arguments_are_named(tmp_path):
     result = run_script(["--output_dir", str(tmp_path / "o"), "--do_train", "--sppscl_update", "three_step"], cwd=tmp_path)
-    assert result.returncode != 0 and "--sppscl_update must be one of" in result.stderr
+    assert result.returncode == 2 and "argument --sppscl_update/--sppscl-update: invalid choice: 'three_step'" in result.stderr
     result = run_script(["--output_dir", str(tmp_path / "o"), "--do_train", "--config_overrides", "dropout"], cwd=tmp_path)
     assert result.returncode != 0 and "--config_overrides: expected name=value, got 'dropout'" in result.stderr

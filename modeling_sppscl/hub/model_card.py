@@ -196,6 +196,9 @@ def training_hyperparameters(trainer: Any) -> dict[str, Any]:
         rows["contrastive_over_global_batch"] = args.contrastive_over_global_batch
     if args.load_best_model_at_end:
         rows["load_best_model_at_end"] = f"True (the best evaluation by {args.metric_for_best_model} is the final model)"
+    recipe = getattr(args, "applied_recipe", None)
+    if recipe:
+        rows["recipe"] = f"{recipe['name']}: {recipe['source']}; its values fill what the command line left unset"
     return {name: value for name, value in rows.items() if value is not None}
 
 

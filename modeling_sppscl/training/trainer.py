@@ -48,7 +48,7 @@ class SppSclTrainingArguments(TrainingArguments):
 
     sppscl_update: str = field(
         default="two_step",
-        metadata={"help": f"How the semi-push-pull objective is optimised: one of {UPDATE_MODES}."},
+        metadata={"help": f"How the semi-push-pull objective is optimised: one of {UPDATE_MODES}.", "choices": UPDATE_MODES},
     )
     contrastive_over_global_batch: bool = field(
         default=False,
@@ -72,6 +72,9 @@ class SppSclTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the raw columns for the collator."})
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0: none, as the paper)."})
     metric_for_best_model: str | None = field(default="weighted_f1", metadata={"help": "Dev metric that selects the best checkpoint."})
+    # Not an option: the recipe run_sppscl.py applied ({"name", "source", "values": {option: value}, "config": {key:
+    # value}}, only what the command line left unset), for the log and the model card.
+    applied_recipe: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self):
         super().__post_init__()
