@@ -89,6 +89,7 @@ extract_features(model, tiny_processor(tmp / "tok"), make_rows(tmp), cache_dir=t
 """
 
 
+@pytest.mark.slow
 def test_a_killed_extraction_leaves_no_cache_and_its_staging_is_removed(tmp_path, caplog):
     script = KILLED_EXTRACTION.format(repo=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), tmp=str(tmp_path))
     process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stderr=subprocess.PIPE, text=True)

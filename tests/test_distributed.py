@@ -13,6 +13,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("contrastive_batch", ["local", "global"])
 def test_two_processes_end_with_identical_weights(tmp_path, contrastive_batch):

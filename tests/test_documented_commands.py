@@ -57,6 +57,7 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_readme_snippets_run_as_written(workdir):
     blocks = fenced_blocks((REPO_ROOT / "README.md").read_text(), tagged_only=True)
     assert len(blocks) >= 2
@@ -64,6 +65,7 @@ def test_readme_snippets_run_as_written(workdir):
         run_block(language, code, workdir)
 
 
+@pytest.mark.slow
 def test_model_card_snippets_run_as_written(workdir):
     blocks = fenced_blocks((workdir / "outputs" / "demo" / "README.md").read_text(), tagged_only=False)
     languages = [language for language, _ in blocks]
@@ -73,6 +75,7 @@ def test_model_card_snippets_run_as_written(workdir):
             run_block(language, code, workdir)
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_readme_accelerate_command_starts_two_processes_on_cpu(tmp_path):
     readme = (REPO_ROOT / "README.md").read_text()

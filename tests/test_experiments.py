@@ -25,6 +25,7 @@ FIELDS = {"row", "variant", "seed", "epochs", "best_epoch", "accuracy", "weighte
           *(f"f1_{name}" for name in LABELS), "wall_seconds", "train_samples"}
 
 
+@pytest.mark.slow
 def test_runs_are_recorded_resumed_and_summarized(tmp_path):
     argv = [
         "--data_dir", str(DATA_DIR), "--output_dir", str(tmp_path / "out"), "--results_dir", str(tmp_path / "results"),

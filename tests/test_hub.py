@@ -295,6 +295,7 @@ def remote(export, tmp_path_factory) -> dict:
     return json.loads(report.read_text())
 
 
+@pytest.mark.slow
 def test_remote_process_cannot_import_the_package(remote):
     assert remote["package_import_error"].startswith("No module named 'configuration_sppscl'")
     assert all(module.startswith("transformers_modules.") for module in remote["sppscl_modules"])

@@ -80,6 +80,7 @@ def test_metric_rejects_out_of_range_ids_and_duplicate_names(metric):
         metric.compute(predictions=[0], references=[0], label_names=["a", "a"])
 
 
+@pytest.mark.slow
 def test_metric_loads_by_path_in_a_fresh_offline_process():
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     script = (

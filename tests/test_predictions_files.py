@@ -86,6 +86,7 @@ def assert_predictions_match_the_metrics(data, output, results: dict) -> None:
         assert recomputed == pytest.approx(results[split][f"{prefix}_accuracy"], abs=1e-9), split
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes_write_predictions_in_dataset_order(tmp_path, tower_folders):  # noqa: F811
     data = tmp_path / "data"

@@ -166,6 +166,7 @@ def test_load_data_takes_the_label_set_of_the_checkpoint(tmp_path):
     assert loaded.label_names == ["neg", "pos", "other"] and loaded.splits["test"]["label"] == [1, 0]
 
 
+@pytest.mark.slow
 def test_run_refuses_bad_data_before_any_tower_runs(tmp_path):
     """Through the script: a token-less dev text and --do_predict without a test file, refused together."""
     folder = tmp_path / "mvsa"

@@ -32,6 +32,7 @@ def test_help_names_the_demo_and_explains_every_option():
     assert "fine-tunes it too" in helps["--no_freeze_text_model"] and "Keep the text tower frozen" not in helps["--no_freeze_text_model"]
 
 
+@pytest.mark.slow
 def test_push_to_hub_offline_fails_in_one_line_before_any_work(tmp_path):
     # A token is set, so that the failure is the network's (without one, it is the missing token's).
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_TOKEN": "hf_test",
@@ -100,6 +101,7 @@ class RecordingHub:
         monkeypatch.setattr(transformers.trainer, "hf_api", lambda: HfApi())
 
 
+@pytest.mark.slow
 def test_push_checks_first_then_uploads_card_and_space_naming_the_repo(monkeypatch, tmp_path):
     output_dir = tmp_path / "sppscl-demo"
     hub = RecordingHub(output_dir)

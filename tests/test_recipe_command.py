@@ -111,6 +111,7 @@ def write_small_copy(source: Path, folder: Path, sizes: dict[str, int]) -> None:
             (folder / "images" / f"{row['id']}.jpg").symlink_to(source / "images" / f"{row['id']}.jpg")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(documented_recipes()))
 def test_documented_command_runs_as_written_and_its_model_loads_back(name, tmp_path):
     real_towers_and_data()
@@ -142,6 +143,7 @@ def test_documented_command_runs_as_written_and_its_model_loads_back(name, tmp_p
         assert again[metric] == pytest.approx(trained[metric], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_an_unknown_tower_module_is_named(tmp_path):
     from tests.test_run_sppscl import run_script
 

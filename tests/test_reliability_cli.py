@@ -14,6 +14,7 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_saved_model_evaluates_and_predicts_with_the_saved_runs_numbers(tmp_path, tower_folders):  # noqa: F811
     data = tmp_path / "data"
     write_clmlf_folder(data, {"train": 24, "validation": 12, "test": 9})

@@ -25,6 +25,7 @@ def run_script(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Com
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_demo_with_no_arguments_learns_from_both_modalities(tmp_path):
     result = run_script([], cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -65,6 +66,7 @@ def tower_folders(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant, extra", [("default", []), ("paper", ["--cache_features", "false"])])
 def test_clmlf_folder_run_writes_metrics_predictions_card_and_model(tmp_path, tower_folders, variant, extra):
     data = tmp_path / "data"
@@ -94,6 +96,7 @@ def test_clmlf_folder_run_writes_metrics_predictions_card_and_model(tmp_path, to
     assert "blank" in result.stderr and "test" in result.stderr  # the blanked image is reported
 
 
+@pytest.mark.slow
 def test_missing_image_is_an_error_naming_the_row_by_default(tmp_path, tower_folders):
     data = tmp_path / "data"
     write_clmlf_folder(data, {"train": 6, "validation": 3}, missing="train2")
@@ -106,6 +109,7 @@ def test_missing_image_is_an_error_naming_the_row_by_default(tmp_path, tower_fol
     assert "train2" in result.stderr and "train2.jpg" in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_named(tmp_path):
     result = run_script(["--output_dir", str(tmp_path / "o"), "--do_train", "--sppscl_update", "three_step"], cwd=tmp_path)
     assert result.returncode == 2 and "argument --sppscl_update/--sppscl-update: invalid choice: 'three_step'" in result.stderr

@@ -100,6 +100,7 @@ def test_hub_model_is_linked_from_the_space_metadata(tmp_path):
     assert json.loads((tmp_path / "space_config.json").read_text())["model"] == "you/sppscl-mvsa"
 
 
+@pytest.mark.slow
 def test_app_answers_with_the_pipelines_probabilities(space, server):
     root, images = space
     _, client = server

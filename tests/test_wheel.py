@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from huggingface_hub import ModelCard
 
 
@@ -21,6 +22,7 @@ def run(command: list[str], cwd: Path, env: dict | None = None, timeout: int = 6
     return result
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_trains_the_demo_quietly(tmp_path):
     source = tmp_path / "source"
     source.mkdir()
