@@ -2,7 +2,7 @@
 r"""Fine-tune, evaluate and predict with SPP-SCL on an image-text classification dataset.
 
 With no arguments at all, runs the built-in demo: a synthetic image-text set, tiny towers, 8 epochs, into
-outputs/demo (about 1-4 minutes on CPU); options without a data source change the demo (`--num_train_epochs 2`).
+outputs/demo (about 1.5 minutes on 2 idle CPU cores); options without a data source change the demo (`--num_train_epochs 2`).
 Otherwise name the data, the towers (or a saved model) and --output_dir:
 
     python run_sppscl.py                      # the built-in demo
