@@ -231,6 +231,18 @@ class SppSclModel(SppSclPreTrainedModel):
         """The trainable SPP-SCL head (everything but the two towers)."""
         return [self.text_encoder, self.image_encoder, self.text_projection, self.image_projection, self.fusion, self.classifier]
 
+    def floating_point_ops(self, input_dict: dict, exclude_embeddings: bool = True) -> int:
+        """The Trainer's `total_flos` estimate, 6 x (parameters that ran) x (text tokens). The inherited one counts
+        `input_ids` only, so batches of cached tower outputs counted 0; a tower whose output the batch carries did
+        not run and is left out."""
+        parameters = self.num_parameters(exclude_embeddings=exclude_embeddings)
+        for tower, cached in ((self.text_model, "text_hidden_states"), (self.vision_model, "image_features")):
+            if input_dict.get(cached) is not None:
+                parameters -= tower.num_parameters(exclude_embeddings=exclude_embeddings)
+        mask = input_dict.get("attention_mask")
+        tokens = int(mask.sum()) if mask is not None else len(input_dict.get("labels", ()))
+        return 6 * tokens * parameters
+
     @classmethod
     def from_text_vision_pretrained(cls, text_model_name_or_path: str, vision_model_name_or_path: str, **kwargs) -> "SppSclModel":
         """Start from two pretrained towers (the head is freshly initialised). A dual-encoder checkpoint (CLIP,

@@ -97,3 +97,10 @@ def test_grad_norm_every_logging_step_or_never(tmp_path, caplog, max_grad_norm):
     _, starts, logs = train(tmp_path, caplog, CE_ONLY, logging_steps=1, max_grad_norm=max_grad_norm)
     assert [("grad_norm" in entry) for entry in logs] == [max_grad_norm > 0] * 8
     assert starts[0].endswith("before clipping to 0.5") is (max_grad_norm > 0)
+
+
+def test_total_flos_counts_the_head_over_cached_features(tmp_path, caplog):
+    trainer, _, _ = train(tmp_path, caplog, CE_ONLY, logging_steps=1)
+    head_parameters = sum(p.numel() for module in trainer.model.head_modules() for p in module.parameters())
+    # 2 epochs x 16 pairs x 6 text positions, every position real in these batches.
+    assert trainer.state.total_flos == 6 * head_parameters * (2 * 16 * 6)

@@ -192,6 +192,10 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         return super()._prepare_inputs(select_device_batch(inputs))
 
     # ----- the update ---------------------------------------------------------------------------------------
+    def floating_point_ops(self, inputs) -> int:
+        # transformers counts `input_ids` only (0 for cached tower outputs); the model knows which of its parts ran.
+        return self.model.floating_point_ops(inputs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         update = self._one_step if self.args.sppscl_update == "one_step" else self._two_step
         self._grad_norm_pending = self.args.max_grad_norm > 0
