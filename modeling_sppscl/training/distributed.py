@@ -18,13 +18,30 @@ def world_size() -> int:
     return PartialState().num_processes
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient for this process's part (torch's
+    `torch.distributed.nn.all_gather` does the same but is deprecated for a private replacement)."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(parts, tensor.contiguous())
+        ctx.rank, ctx.rows = torch.distributed.get_rank(), tensor.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate `tensor` from every process along dim 0; gradients flow back to this process's part."""
+    """Concatenate `tensor` from every process along dim 0 (the same number of rows on each); gradients flow back
+    to this process's part."""
     if world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor), dim=0)
+    return _GatherWithGrad.apply(tensor)
 
 
 def gather_labels(labels: torch.Tensor) -> torch.Tensor:
