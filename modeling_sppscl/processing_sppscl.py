@@ -180,6 +180,11 @@ class SppSclProcessor(ProcessorMixin):
             images = self.load_images(images, **limits)
         if texts is not None and images is not None and len(texts) != len(images):
             raise ValueError(f"SppSclProcessor got {len(texts)} texts but {len(images)} images")
+        # Our defaults under the caller's, passed explicitly: transformers before 5.24 does not read them from the
+        # processor's attributes (and refuses a key given both flat and in the modality's dict).
+        for modality in ("text_kwargs", "images_kwargs"):
+            defaults = {key: value for key, value in getattr(self, modality).items() if key not in kwargs}
+            kwargs[modality] = {**defaults, **kwargs.get(modality, {})}
         features = super().__call__(images=images, text=texts, **kwargs)
         if texts is not None:
             _refuse_texts(text_problems(texts, self.tokenizer, features["input_ids"]), texts)

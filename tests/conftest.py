@@ -1,6 +1,7 @@
 """Tiny towers and fixtures shared by the tests: nothing is downloaded, everything runs on the CPU."""
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -90,3 +91,24 @@ def fixture_dir() -> Path:
     if not (folder / "reference_head.safetensors").is_file():
         pytest.skip(f"golden fixture not found in {folder} (set SPPSCL_SHARED_DIR to the shared folder)")
     return folder
+
+
+@contextmanager
+def auto_classes_restored():
+    """Undo what loading remote code in-process registers with the Auto classes and the pipeline registry: without
+    it, later tests would get the remote copies of our classes instead of the installed ones. (The registries are
+    transformers' private dicts; tests only.)"""
+    from transformers.models.auto import configuration_auto, image_processing_auto, modeling_auto, processing_auto, tokenization_auto
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    registries = [mapping._extra_content for mapping in (
+        configuration_auto.CONFIG_MAPPING, modeling_auto.MODEL_MAPPING, processing_auto.PROCESSOR_MAPPING,
+        tokenization_auto.TOKENIZER_MAPPING, image_processing_auto.IMAGE_PROCESSOR_MAPPING,
+    )] + [PIPELINE_REGISTRY.supported_tasks]
+    saved = [dict(registry) for registry in registries]
+    try:
+        yield
+    finally:
+        for registry, before in zip(registries, saved):
+            registry.clear()
+            registry.update(before)

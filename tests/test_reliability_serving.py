@@ -24,6 +24,7 @@ import torch
 from modeling_sppscl import SppSclProcessor
 from modeling_sppscl.image_utils_sppscl import decode_size
 from test_hub import TEXT, assert_same_ranking, export  # noqa: F401 (export is a fixture)
+from conftest import auto_classes_restored
 
 
 def png_declaring(width: int, height: int, pixel_rows: bytes = b"") -> bytes:
@@ -95,7 +96,8 @@ def handler(export):  # noqa: F811
     spec = importlib.util.spec_from_file_location("saved_endpoint_handler", export.folder / "handler.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.EndpointHandler(path=str(export.folder))
+    with auto_classes_restored():
+        yield module.EndpointHandler(path=str(export.folder))
 
 
 def test_handler_still_scores_good_requests(export, handler):  # noqa: F811
