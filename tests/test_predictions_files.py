@@ -43,7 +43,7 @@ def run_in_process(monkeypatch, args: list[str]) -> dict:
     import run_sppscl
 
     monkeypatch.setattr(sys, "argv", ["run_sppscl.py", *args])
-    return run_sppscl.main()
+    return run_sppscl.run()
 
 
 def read_rows(path):
