@@ -112,3 +112,14 @@ def auto_classes_restored():
         for registry, before in zip(registries, saved):
             registry.clear()
             registry.update(before)
+
+
+def collate_feature_rows(rows):
+    """Rows of cached tower outputs (hidden states `[layers, tokens, width]`, image map, label) into a batch, every
+    text position real."""
+    return {
+        "text_hidden_states": torch.stack([r["text_hidden_states"] for r in rows], dim=1),
+        "attention_mask": torch.ones(len(rows), rows[0]["text_hidden_states"].shape[1], dtype=torch.long),
+        "image_features": torch.stack([r["image_features"] for r in rows]),
+        "labels": torch.stack([r["labels"] for r in rows]),
+    }

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from conftest import tiny_model
+from conftest import collate_feature_rows, tiny_model
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 
@@ -31,22 +31,13 @@ class OneClassFeatures(Dataset):
         return {"text_hidden_states": self.hidden[:, i], "image_features": self.image[i], "labels": torch.tensor(0)}
 
 
-def collate(rows):
-    return {
-        "text_hidden_states": torch.stack([r["text_hidden_states"] for r in rows], dim=1),
-        "attention_mask": torch.ones(len(rows), rows[0]["text_hidden_states"].shape[1], dtype=torch.long),
-        "image_features": torch.stack([r["image_features"] for r in rows]),
-        "labels": torch.stack([r["labels"] for r in rows]),
-    }
-
-
 def train(tmp_path, caplog, model_kwargs=(), **kwargs):
     model = tiny_model("default", seed=0, **dict(model_kwargs))
     args = SppSclTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-2,
         report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, **kwargs,
     )
-    trainer = SppSclTrainer(model=model, args=args, train_dataset=OneClassFeatures(), data_collator=collate)
+    trainer = SppSclTrainer(model=model, args=args, train_dataset=OneClassFeatures(), data_collator=collate_feature_rows)
     with caplog.at_level(logging.INFO, logger="modeling_sppscl.training.trainer"):
         trainer.train()
     starts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("SPP-SCL objective:")]

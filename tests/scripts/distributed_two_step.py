@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for conft
 
 import modeling_sppscl.loss_sppscl as losses  # noqa: E402
 import modeling_sppscl.training.trainer as trainer_module  # noqa: E402
-from conftest import tiny_model  # noqa: E402
+from conftest import collate_feature_rows, tiny_model  # noqa: E402
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments  # noqa: E402
 
 
@@ -44,15 +44,6 @@ class RandomFeatures(Dataset):
         return {"text_hidden_states": self.hidden[:, i], "image_features": self.image[i], "labels": self.labels[i]}
 
 
-def collate(rows):
-    return {
-        "text_hidden_states": torch.stack([r["text_hidden_states"] for r in rows], dim=1),
-        "attention_mask": torch.ones(len(rows), rows[0]["text_hidden_states"].shape[1], dtype=torch.long),
-        "image_features": torch.stack([r["image_features"] for r in rows]),
-        "labels": torch.stack([r["labels"] for r in rows]),
-    }
-
-
 def main(output_dir: str, global_batch: str) -> None:
     if global_batch == "local":
         # The gathered batch's counts are the same on every rank already; only per-rank counts can disagree.
@@ -70,7 +61,7 @@ def main(output_dir: str, global_batch: str) -> None:
         seed=0,
         contrastive_over_global_batch=global_batch == "global",
     )
-    trainer = SppSclTrainer(model=model, args=args, train_dataset=RandomFeatures(), data_collator=collate)
+    trainer = SppSclTrainer(model=model, args=args, train_dataset=RandomFeatures(), data_collator=collate_feature_rows)
     trainer.train()
     rank = dist.get_rank()
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, Path(output_dir) / f"weights_rank{rank}.pt")
