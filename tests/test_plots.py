@@ -11,9 +11,9 @@ from modeling_sppscl.reporting import plots
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
-from distributed_two_step import RandomFeatures, collate  # noqa: E402
+from distributed_two_step import RandomFeatures  # noqa: E402
 
-from conftest import tiny_model  # noqa: E402
+from conftest import collate_feature_rows, tiny_model  # noqa: E402
 
 
 pytest.importorskip("matplotlib")
@@ -52,7 +52,7 @@ def test_write_plots_after_training(tmp_path):
         save_strategy="no", logging_steps=1, use_cpu=True, seed=0,
     )
     dataset = RandomFeatures()
-    trainer = SppSclTrainer(model=tiny_model("default"), args=args, train_dataset=dataset, data_collator=collate)
+    trainer = SppSclTrainer(model=tiny_model("default"), args=args, train_dataset=dataset, data_collator=collate_feature_rows)
     trainer.train()
     written = plots.write_plots(tmp_path, trainer, {"validation": dataset})
     assert [path.name for path in written] == ["tsne_validation.png", "confusion_validation.png", "training_curves.png"]

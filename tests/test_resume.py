@@ -12,9 +12,9 @@ from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArgume
 from run_sppscl import resume_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
-from distributed_two_step import RandomFeatures, collate  # noqa: E402
+from distributed_two_step import RandomFeatures  # noqa: E402
 
-from conftest import tiny_model  # noqa: E402
+from conftest import collate_feature_rows, tiny_model  # noqa: E402
 
 
 def make_trainer(output_dir, max_steps, update):
@@ -31,7 +31,7 @@ def make_trainer(output_dir, max_steps, update):
         seed=0,
         sppscl_update=update,
     )
-    return SppSclTrainer(model=tiny_model("default", seed=1), args=args, train_dataset=RandomFeatures(), data_collator=collate)
+    return SppSclTrainer(model=tiny_model("default", seed=1), args=args, train_dataset=RandomFeatures(), data_collator=collate_feature_rows)
 
 
 def assert_same_weights(resumed, straight):

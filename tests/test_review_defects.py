@@ -9,9 +9,9 @@ from transformers import TrainerCallback
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
-from distributed_two_step import RandomFeatures, collate  # noqa: E402
+from distributed_two_step import RandomFeatures  # noqa: E402
 
-from conftest import tiny_model  # noqa: E402
+from conftest import collate_feature_rows, tiny_model  # noqa: E402
 
 
 class GradientsAtOptimizerStep(TrainerCallback):
@@ -42,14 +42,14 @@ def test_one_step_accumulation_averages_the_micro_batch_gradients(tmp_path):
     """Two accumulated batches of 8 step with the mean of their two gradients, computed here by brute force."""
     data = RandomFeatures(16)
     model = tiny_model("default", seed=1, dropout=0.0)
-    expected = brute_force_mean_gradient(tiny_model("default", seed=1, dropout=0.0), [collate([data[i] for i in range(s, s + 8)]) for s in (0, 8)])
+    expected = brute_force_mean_gradient(tiny_model("default", seed=1, dropout=0.0), [collate_feature_rows([data[i] for i in range(s, s + 8)]) for s in (0, 8)])
     capture = GradientsAtOptimizerStep()
     args = SppSclTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=2, max_steps=1,
         sppscl_update="one_step", report_to=[], save_strategy="no", use_cpu=True, seed=0,
     )
     # A sequential sampler keeps the micro-batches those of the brute force.
-    trainer = SppSclTrainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[capture])
+    trainer = SppSclTrainer(model=model, args=args, train_dataset=data, data_collator=collate_feature_rows, callbacks=[capture])
     trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(data)
     trainer.train()
     (captured,) = capture.captured
