@@ -1,6 +1,7 @@
 """Tiny towers and fixtures shared by the tests: nothing is downloaded, everything runs on the CPU."""
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -123,3 +124,24 @@ def collate_feature_rows(rows):
         "image_features": torch.stack([r["image_features"] for r in rows]),
         "labels": torch.stack([r["labels"] for r in rows]),
     }
+
+
+DEMO_RUN_ARGS = ["--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "3", "--max_train_samples", "288",
+                 "--max_eval_samples", "48", "--max_predict_samples", "48", "--per_device_train_batch_size", "32",
+                 "--learning_rate", "3e-3", "--warmup_steps", "2", "--weight_decay", "0.01", "--seed", "3",
+                 "--eval_strategy", "epoch", "--logging_strategy", "epoch", "--report_to", "none", "--disable_tqdm", "true"]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The one training of the built-in demo in a test session (3 epochs, 288 training pairs, in this process):
+    its output folder, read by the card, Space and documented-snippet tests. Tests that need the demo's console or
+    a push during training start their own run."""
+    import run_sppscl
+
+    output_dir = tmp_path_factory.mktemp("run") / "sppscl-demo-run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["run_sppscl.py", "--output_dir", str(output_dir), *DEMO_RUN_ARGS])
+        run_sppscl.main()
+    return output_dir
+

@@ -2,7 +2,7 @@
 against a demo folder made here.
 
 Convention: a fenced block right after a `<!-- test: demo-folder -->` line runs in a folder holding
-`outputs/demo` (a quick run of the demo) and the images the snippets name (cat.jpg, photo.jpg, a.jpg, b.jpg).
+`outputs/demo` (a copy of the session's demo run, tests/conftest.py) and the images the snippets name (cat.jpg, photo.jpg, a.jpg, b.jpg).
 Network-only steps get their offline equivalent: `pip install X` becomes `pip install --no-index X` (it checks that
 what is installed satisfies X, without downloading), and the README's `accelerate launch` line runs with the demo's
 arguments in place of the real data and Hub towers.
@@ -10,6 +10,7 @@ arguments in place of the real data and Hub towers.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,9 @@ def run_block(language: str, code: str, cwd: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
+def workdir(tmp_path_factory, demo_run) -> Path:
     folder = tmp_path_factory.mktemp("user")
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "run_sppscl.py"), "--output_dir", "outputs/demo", *QUICK_DEMO],
-                            cwd=folder, env=environment(), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    shutil.copytree(demo_run, folder / "outputs" / "demo")
     for seed, name in enumerate(("cat.jpg", "photo.jpg", "a.jpg", "b.jpg")):
         PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / name)
     return folder

@@ -4,7 +4,6 @@ trained here, towers from the Hub, a fine-tuned tower, the paper's schedule) bui
 
 import json
 import re
-import sys
 
 import numpy as np
 import PIL.Image
@@ -14,28 +13,11 @@ import transformers
 from huggingface_hub import ModelCard
 from transformers import pipeline
 
-import run_sppscl
 from modeling_sppscl.data.demo import DEMO_LABEL_NAMES, IMAGE_CLASS_COLOURS, NEUTRAL_COLOUR, TEXT_CLASS_WORDS
 from modeling_sppscl.hub.model_card import build_model_card, training_hyperparameters
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from conftest import tiny_model
-
-
-RUN_ARGS = ["--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "3", "--max_train_samples", "288",
-            "--max_eval_samples", "48", "--max_predict_samples", "48", "--per_device_train_batch_size", "32",
-            "--learning_rate", "3e-3", "--warmup_steps", "2", "--weight_decay", "0.01", "--seed", "3",
-            "--eval_strategy", "epoch", "--logging_strategy", "epoch", "--report_to", "none", "--disable_tqdm", "true"]
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """A 3-epoch run of the built-in demo (288 training pairs), in this process; its output folder."""
-    output_dir = tmp_path_factory.mktemp("run") / "sppscl-demo-run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["run_sppscl.py", "--output_dir", str(output_dir), *RUN_ARGS])
-        run_sppscl.main()
-    return output_dir
 
 
 def section(text: str, heading: str) -> str:
