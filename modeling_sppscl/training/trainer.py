@@ -110,8 +110,9 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         self._log_sums: dict[str, float] = defaultdict(float)
         self._log_counts: dict[str, int] = defaultdict(int)
         self._grad_norm_pending = False
-        # The one owner of the objective: step 1 (over the global batch), the gate and step 2.
-        self.objective = SppSclLoss(self._sppscl_config, gather_over_processes=self.args.contrastive_over_global_batch)
+        # The one owner of the objective: step 1 (over the global batch), the gate and step 2. Not `objective`:
+        # the Trainer keeps its hyperparameter-search score there.
+        self.sppscl_loss = SppSclLoss(self._sppscl_config, gather_over_processes=self.args.contrastive_over_global_batch)
 
     @property
     def _sppscl_config(self):
@@ -149,11 +150,11 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
     # ----- losses -------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The step-1 objective (weighted CE + intra-modal losses): the model's own `loss` (its `SppSclLoss` on
-        this process's batch), or, when `contrastive_over_global_batch` is set, `self.objective`'s, whose
+        this process's batch), or, when `contrastive_over_global_batch` is set, `self.sppscl_loss`'s, whose
         contrastive terms cover the gathered batch."""
-        if self.objective.gather_over_processes:
+        if self.sppscl_loss.gather_over_processes:
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            for name, value in self.objective(outputs.logits, outputs.text_embeds, outputs.image_embeds, inputs["labels"]).items():
+            for name, value in self.sppscl_loss(outputs.logits, outputs.text_embeds, outputs.image_embeds, inputs["labels"]).items():
                 outputs[name] = value
         else:
             outputs = model(**inputs)
@@ -196,9 +197,9 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         inputs = self._prepare_inputs(inputs)
         with self.compute_loss_context_manager():
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-            takes = self._uses_inter_loss and self.objective.gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
+            takes = self._uses_inter_loss and self.sppscl_loss.gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
             if takes:
-                inter = self.objective.step_two(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
+                inter = self.sppscl_loss.step_two(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
                 loss = loss + inter
                 self._record_inter_loss(inter)
         # Accumulated micro-batches average, as the Trainer's own step does: each loss is a batch mean already.
@@ -225,8 +226,8 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         labels = inputs["labels"]
         with self.compute_loss_context_manager():
             outputs = bare_model(**{k: v for k, v in inputs.items() if k != "labels"})
-            takes = self.objective.gate(outputs.text_embeds, outputs.image_embeds, labels)
-            inter = self.objective.step_two(outputs.text_embeds, outputs.image_embeds, labels) if takes else None
+            takes = self.sppscl_loss.gate(outputs.text_embeds, outputs.image_embeds, labels)
+            inter = self.sppscl_loss.step_two(outputs.text_embeds, outputs.image_embeds, labels) if takes else None
         self._record({"gate_step2_rate": float(takes)})
         if not takes:
             self._skip_trainer_optimizer_step(trainable)
