@@ -9,6 +9,7 @@ reductions), `reporting` (metrics, plots), `hub` (model card, folder checks, ref
 from .configuration_sppscl import VARIANTS, SppSclConfig
 from .hub.convert_reference import convert_reference_state_dict
 from .loss_sppscl import (
+    SppSclLoss,
     gate_counts,
     gate_takes_inter_step,
     inter_modal_contrastive_loss,
@@ -23,6 +24,7 @@ __all__ = [
     "VARIANTS",
     "ImageTextClassificationPipeline",
     "SppSclConfig",
+    "SppSclLoss",
     "SppSclModel",
     "SppSclOutput",
     "SppSclPreTrainedModel",

@@ -1,4 +1,4 @@
-"""SPP-SCL's losses and gate as pure functions.
+"""SPP-SCL's objective: `SppSclLoss`, built from pure functions (the contrastive losses and the gate's counts).
 
 Two flavours of the supervised contrastive loss are provided: `"reference"` reproduces the authors' released
 code (self-similarity zeroed but kept in the denominator, anchors without positives count as zero in the mean,
@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .configuration_sppscl import CONTRASTIVE_LOSSES, SppSclConfig
 
@@ -99,40 +100,6 @@ def inter_modal_contrastive_loss(
     return (text_anchored + image_anchored) / 2
 
 
-def step_one_objective(
-    logits: torch.Tensor,
-    text_embeds: torch.Tensor,
-    image_embeds: torch.Tensor,
-    labels: torch.Tensor,
-    config: SppSclConfig,
-    contrastive_labels: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """The first step's objective: weighted cross-entropy plus both intra-modal losses, with the weights,
-    temperature and loss flavour of `config`.
-
-    The contrastive terms may see a larger batch than the classifier (embeddings gathered from every process):
-    then pass their labels as `contrastive_labels`. Returns the unweighted terms and their weighted sum under
-    `"loss"`.
-    """
-    contrastive_labels = labels if contrastive_labels is None else contrastive_labels
-    class_weights = None if config.class_weights is None else logits.new_tensor(config.class_weights)
-    terms = {
-        "ce_loss": F.cross_entropy(logits, labels, weight=class_weights),
-        "intra_text_loss": intra_modal_contrastive_loss(text_embeds, contrastive_labels, config.temperature, config.contrastive_loss),
-        "intra_image_loss": intra_modal_contrastive_loss(image_embeds, contrastive_labels, config.temperature, config.contrastive_loss),
-    }
-    weights = (config.ce_loss_weight, config.intra_text_loss_weight, config.intra_image_loss_weight)
-    terms["loss"] = sum(weight * term for weight, term in zip(weights, terms.values()))
-    return terms
-
-
-def step_two_loss(text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor, config: SppSclConfig) -> torch.Tensor:
-    """The conditional second step's objective: the weighted inter-modal loss with `config`'s settings."""
-    return config.inter_loss_weight * inter_modal_contrastive_loss(
-        text_embeds, image_embeds, labels, config.temperature, config.contrastive_loss
-    )
-
-
 def gate_counts(text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """The gate's two counts on one batch.
 
@@ -156,12 +123,96 @@ def gate_takes_inter_step(below: int, same_label_pairs: int, ratio: float = 2.0 
     return below < math.floor(round(same_label_pairs * ratio, 12))
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient for this process's part (torch's
+    `torch.distributed.nn.all_gather` does the same but is deprecated for a private replacement)."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(parts, tensor.contiguous())
+        ctx.rank, ctx.rows = torch.distributed.get_rank(), tensor.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def _is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` from every process concatenated along dim 0, in rank order (the same number of rows on each);
+    gradients flow back to this process's part. The identity outside a distributed run."""
+    return _GatherWithGrad.apply(tensor) if _is_distributed() else tensor
+
+
+class SppSclLoss(nn.Module):
+    """The semi-push-pull objective with the weights, temperature, loss flavour and gate ratio of `config`:
+    step 1 (`forward`: weighted cross-entropy plus both intra-modal losses), the gate (`gate`) and step 2
+    (`step_two`: the weighted inter-modal loss).
+
+    With `gather_over_processes` (the trainer's `--contrastive_over_global_batch`), the contrastive terms and the
+    gate see the embeddings and labels gathered from every process (gradients flow back to each process's part);
+    the cross-entropy stays on the process's own batch. Without it, each process's terms cover its own batch and
+    only the gate's counts are summed over the processes, so that every process decides alike. Outside a
+    distributed run both are the plain batch.
+    """
+
+    def __init__(self, config: SppSclConfig, gather_over_processes: bool = False):
+        super().__init__()
+        self.config = config
+        self.gather_over_processes = gather_over_processes
+
+    def _contrastive_batch(self, text_embeds, image_embeds, labels):
+        if not self.gather_over_processes:
+            return text_embeds, image_embeds, labels
+        # Labels carry no gradient: the same gather is a plain all-gather for them.
+        return gather_with_grad(text_embeds), gather_with_grad(image_embeds), gather_with_grad(labels)
+
+    def forward(
+        self, logits: torch.Tensor, text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Step 1: the unweighted terms `ce_loss`, `intra_text_loss`, `intra_image_loss` and their weighted sum
+        `loss`."""
+        config = self.config
+        class_weights = None if config.class_weights is None else logits.new_tensor(config.class_weights)
+        text_embeds, image_embeds, contrastive_labels = self._contrastive_batch(text_embeds, image_embeds, labels)
+        terms = {
+            "ce_loss": F.cross_entropy(logits, labels, weight=class_weights),
+            "intra_text_loss": intra_modal_contrastive_loss(text_embeds, contrastive_labels, config.temperature, config.contrastive_loss),
+            "intra_image_loss": intra_modal_contrastive_loss(image_embeds, contrastive_labels, config.temperature, config.contrastive_loss),
+        }
+        weights = (config.ce_loss_weight, config.intra_text_loss_weight, config.intra_image_loss_weight)
+        terms["loss"] = sum(weight * term for weight, term in zip(weights, terms.values()))
+        return terms
+
+    def gate(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor) -> bool:
+        """Whether step 2 runs on these embeddings (the same decision on every process)."""
+        below, same = gate_counts(*self._contrastive_batch(text_embeds, image_embeds, labels))
+        if not self.gather_over_processes and _is_distributed():
+            counts = torch.tensor([below, same], dtype=torch.int64, device=labels.device)
+            torch.distributed.all_reduce(counts)
+            below, same = counts.tolist()
+        return gate_takes_inter_step(below, same, self.config.gate_ratio)
+
+    def step_two(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Step 2: `inter_loss_weight` times the inter-modal loss."""
+        return self.config.inter_loss_weight * inter_modal_contrastive_loss(
+            *self._contrastive_batch(text_embeds, image_embeds, labels), self.config.temperature, self.config.contrastive_loss
+        )
+
+
 __all__ = [
     "LOSS_FLAVOURS",
+    "SppSclLoss",
     "gate_counts",
     "gate_takes_inter_step",
+    "gather_with_grad",
     "inter_modal_contrastive_loss",
     "intra_modal_contrastive_loss",
-    "step_one_objective",
-    "step_two_loss",
 ]

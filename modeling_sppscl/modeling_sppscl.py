@@ -13,7 +13,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_sppscl import SppSclConfig
-from .loss_sppscl import step_one_objective
+from .loss_sppscl import SppSclLoss
 
 # Imported for its registration: with the model, `pipeline("image-text-classification", model=...)` works, and
 # transformers copies the pipeline's file next to the model when it saves or loads remote code.
@@ -448,7 +448,7 @@ class SppSclModel(SppSclPreTrainedModel):
 
         terms = {}
         if labels is not None:
-            terms = step_one_objective(logits, text_embeds, image_embeds, labels, self.config)
+            terms = SppSclLoss(self.config)(logits, text_embeds, image_embeds, labels)
         if not tower_kwargs:
             text_output = vision_output = None
         output = SppSclOutput(

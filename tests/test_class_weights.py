@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_config
 from configuration_sppscl import SppSclConfig
-from modeling_sppscl.loss_sppscl import step_one_objective
+from modeling_sppscl.loss_sppscl import SppSclLoss
 
 
 def test_weighted_cross_entropy_matches_brute_force():
@@ -14,11 +14,11 @@ def test_weighted_cross_entropy_matches_brute_force():
     logits, labels = torch.randn(7, 3), torch.tensor([0, 1, 2, 1, 0, 0, 2])
     embeds = torch.nn.functional.normalize(torch.randn(7, 4), dim=-1)
     weights = [1.0, 3.0, 0.5]
-    ce = step_one_objective(logits, embeds, embeds, labels, tiny_config(class_weights=weights))["ce_loss"]
+    ce = SppSclLoss(tiny_config(class_weights=weights))(logits, embeds, embeds, labels)["ce_loss"]
     nll = -torch.log_softmax(logits, dim=-1)[torch.arange(7), labels]
     per_sample = torch.tensor(weights)[labels]
     assert ce.item() == pytest.approx(float((per_sample * nll).sum() / per_sample.sum()), rel=1e-6)
-    plain = step_one_objective(logits, embeds, embeds, labels, tiny_config())["ce_loss"]
+    plain = SppSclLoss(tiny_config())(logits, embeds, embeds, labels)["ce_loss"]
     assert plain.item() == pytest.approx(float(nll.mean()), rel=1e-6)
 
 

@@ -60,7 +60,7 @@ def test_one_step_accumulation_averages_the_micro_batch_gradients(tmp_path):
 
 def brute_force_mean_gradient(model, batches):
     """Mean over `batches` of the gradient of the one-step objective (step-1 loss plus the gated inter-modal term)."""
-    from modeling_sppscl.loss_sppscl import gate_counts, gate_takes_inter_step, step_two_loss
+    from modeling_sppscl.loss_sppscl import gate_counts, gate_takes_inter_step, inter_modal_contrastive_loss
 
     model.train()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -69,7 +69,9 @@ def brute_force_mean_gradient(model, batches):
         outputs = model(**batch)
         loss = outputs.loss
         if gate_takes_inter_step(*gate_counts(outputs.text_embeds, outputs.image_embeds, batch["labels"]), model.config.gate_ratio):
-            loss = loss + step_two_loss(outputs.text_embeds, outputs.image_embeds, batch["labels"], model.config)
+            config = model.config
+            inter = inter_modal_contrastive_loss(outputs.text_embeds, outputs.image_embeds, batch["labels"], config.temperature, config.contrastive_loss)
+            loss = loss + config.inter_loss_weight * inter
         gradients = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         for name, gradient in zip(params, gradients):
             if gradient is not None:

@@ -88,7 +88,8 @@ class RecordUpdates(TrainerCallback):
 
 
 class CountingGate:
-    """Wraps the trainer module's `gate_counts` to record the counts of every gate decision."""
+    """Wraps the loss module's `gate_counts` (what `SppSclLoss.gate` calls) to record the counts of every gate
+    decision."""
 
     def __init__(self):
         self.counts: list[tuple[int, int]] = []
@@ -150,7 +151,7 @@ def train_trajectory(tensors, recipe, output_dir, variant="paper", callbacks=(),
 @pytest.fixture(scope="module")
 def run(trajectory, tmp_path_factory, monkeypatch_module):
     recorder, gate = RecordUpdates(), CountingGate()
-    monkeypatch_module.setattr("modeling_sppscl.training.trainer.gate_counts", gate)
+    monkeypatch_module.setattr("modeling_sppscl.loss_sppscl.gate_counts", gate)
     trainer = train_trajectory(*trajectory, tmp_path_factory.mktemp("trajectory"), callbacks=[recorder])
     return trainer, recorder, gate
 

@@ -1,8 +1,8 @@
 """Reductions across the processes of a distributed run; each is the identity in a single process.
 
-accelerate's `gather` and `reduce` do the work; what they lack is a gather that keeps the gradient path to each
-process's own part, which the contrastive losses over the global batch need, and a forward that sees the global
-batch where it mixes samples (torch's SyncBatchNorm needs a GPU).
+accelerate's `reduce` does the work; what it lacks is a forward that sees the global batch where it mixes samples
+(torch's SyncBatchNorm needs a GPU). The gather with gradient the contrastive losses use belongs to the objective
+(`loss_sppscl.SppSclLoss`); the paper's batch attention borrows it here.
 """
 
 import functools
@@ -11,49 +11,13 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 from accelerate.state import PartialState
-from accelerate.utils import gather, reduce
+from accelerate.utils import reduce
+
+from ..loss_sppscl import gather_with_grad
 
 
 def world_size() -> int:
     return PartialState().num_processes
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0 whose backward sums every process's gradient for this process's part (torch's
-    `torch.distributed.nn.all_gather` does the same but is deprecated for a private replacement)."""
-
-    @staticmethod
-    def forward(ctx, tensor):
-        parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
-        torch.distributed.all_gather(parts, tensor.contiguous())
-        ctx.rank, ctx.rows = torch.distributed.get_rank(), tensor.shape[0]
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous().clone()
-        torch.distributed.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
-
-
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate `tensor` from every process along dim 0 (the same number of rows on each); gradients flow back
-    to this process's part."""
-    if world_size() == 1:
-        return tensor
-    return _GatherWithGrad.apply(tensor)
-
-
-def gather_labels(labels: torch.Tensor) -> torch.Tensor:
-    """Every process's labels, in the order of `gather_with_grad`."""
-    return gather(labels)
-
-
-def sum_counts(*counts: int, device: torch.device | str = "cpu") -> tuple[int, ...]:
-    """Integer counts summed over every process (so that every rank takes the same decision)."""
-    if world_size() == 1:
-        return counts
-    return tuple(int(value) for value in reduce(torch.tensor(counts, dtype=torch.int64, device=device), reduction="sum"))
 
 
 def sum_values(values: list[float], device: torch.device | str = "cpu") -> list[float]:
@@ -136,4 +100,4 @@ def forward_over_global_batch(model: nn.Module):
             module.gather_batch = None
 
 
-__all__ = ["average_in_place", "forward_over_global_batch", "gather_labels", "gather_with_grad", "sum_counts", "sum_values", "world_size"]
+__all__ = ["average_in_place", "forward_over_global_batch", "sum_values", "world_size"]

@@ -21,9 +21,9 @@ from transformers.trainer_utils import has_length
 
 from ..data.device_cache import select_device_batch
 from ..hub.model_card import is_sppscl_card
-from ..loss_sppscl import gate_counts, gate_takes_inter_step, step_one_objective, step_two_loss
+from ..loss_sppscl import SppSclLoss
 from .checkpoints import AtomicCheckpointsMixin
-from .distributed import average_in_place, forward_over_global_batch, gather_labels, gather_with_grad, sum_counts, sum_values
+from .distributed import average_in_place, forward_over_global_batch, sum_values
 from .hub_push import ModelOnlyPushMixin
 
 
@@ -110,6 +110,9 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         self._log_sums: dict[str, float] = defaultdict(float)
         self._log_counts: dict[str, int] = defaultdict(int)
         self._grad_norm_pending = False
+        # The one owner of the objective: step 1 (over the global batch), the gate and step 2. Not `objective`:
+        # the Trainer keeps its hyperparameter-search score there.
+        self.sppscl_loss = SppSclLoss(self._sppscl_config, gather_over_processes=self.args.contrastive_over_global_batch)
 
     @property
     def _sppscl_config(self):
@@ -145,31 +148,13 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         return super().train(*args, **kwargs)
 
     # ----- losses -------------------------------------------------------------------------------------------
-    def _contrastive_view(self, text_embeds, image_embeds, labels):
-        if not self.args.contrastive_over_global_batch:
-            return text_embeds, image_embeds, labels
-        return gather_with_grad(text_embeds), gather_with_grad(image_embeds), gather_labels(labels)
-
-    def _gate(self, text_embeds, image_embeds, labels) -> bool:
-        if self.args.contrastive_over_global_batch:
-            below, same = gate_counts(*self._contrastive_view(text_embeds, image_embeds, labels))
-        else:
-            below, same = sum_counts(*gate_counts(text_embeds, image_embeds, labels), device=labels.device)
-        return gate_takes_inter_step(below, same, self._sppscl_config.gate_ratio)
-
-    def _inter_loss(self, text_embeds, image_embeds, labels) -> torch.Tensor:
-        return step_two_loss(*self._contrastive_view(text_embeds, image_embeds, labels), self._sppscl_config)
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The step-1 objective (weighted CE + intra-modal losses): the model's own `loss`, or, when
-        `contrastive_over_global_batch` is set, the same objective with the contrastive terms over the gathered
-        batch."""
-        if self.args.contrastive_over_global_batch:
-            labels = inputs["labels"]
+        """The step-1 objective (weighted CE + intra-modal losses): the model's own `loss` (its `SppSclLoss` on
+        this process's batch), or, when `contrastive_over_global_batch` is set, `self.sppscl_loss`'s, whose
+        contrastive terms cover the gathered batch."""
+        if self.sppscl_loss.gather_over_processes:
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            text_embeds, image_embeds, contrastive_labels = self._contrastive_view(outputs.text_embeds, outputs.image_embeds, labels)
-            terms = step_one_objective(outputs.logits, text_embeds, image_embeds, labels, self._sppscl_config, contrastive_labels)
-            for name, value in terms.items():
+            for name, value in self.sppscl_loss(outputs.logits, outputs.text_embeds, outputs.image_embeds, inputs["labels"]).items():
                 outputs[name] = value
         else:
             outputs = model(**inputs)
@@ -212,9 +197,9 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         inputs = self._prepare_inputs(inputs)
         with self.compute_loss_context_manager():
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-            takes = self._uses_inter_loss and self._gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
+            takes = self._uses_inter_loss and self.sppscl_loss.gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
             if takes:
-                inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
+                inter = self.sppscl_loss.step_two(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
                 loss = loss + inter
                 self._record_inter_loss(inter)
         # Accumulated micro-batches average, as the Trainer's own step does: each loss is a batch mean already.
@@ -241,8 +226,8 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         labels = inputs["labels"]
         with self.compute_loss_context_manager():
             outputs = bare_model(**{k: v for k, v in inputs.items() if k != "labels"})
-            takes = self._gate(outputs.text_embeds, outputs.image_embeds, labels)
-            inter = self._inter_loss(outputs.text_embeds, outputs.image_embeds, labels) if takes else None
+            takes = self.sppscl_loss.gate(outputs.text_embeds, outputs.image_embeds, labels)
+            inter = self.sppscl_loss.step_two(outputs.text_embeds, outputs.image_embeds, labels) if takes else None
         self._record({"gate_step2_rate": float(takes)})
         if not takes:
             self._skip_trainer_optimizer_step(trainable)

@@ -12,7 +12,6 @@ from torch.utils.data import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for conftest's tiny towers
 
 import modeling_sppscl.loss_sppscl as losses  # noqa: E402
-import modeling_sppscl.training.trainer as trainer_module  # noqa: E402
 from conftest import collate_feature_rows, tiny_model  # noqa: E402
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments  # noqa: E402
 
@@ -47,7 +46,7 @@ class RandomFeatures(Dataset):
 def main(output_dir: str, global_batch: str) -> None:
     if global_batch == "local":
         # The gathered batch's counts are the same on every rank already; only per-rank counts can disagree.
-        trainer_module.gate_counts = disagreeing_counts
+        losses.gate_counts = disagreeing_counts
     model = tiny_model("default", seed=0)
     args = SppSclTrainingArguments(
         output_dir=output_dir,
