@@ -409,6 +409,12 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
         return cached, CachedFeatureCollator()
     on_device = {name: DeviceFeatureCache(cache, training_args.device) for name, cache in cached.items()}
     logger.info("feature cache held on %s", training_args.device)
+    if training_args.dataloader_num_workers:
+        logger.warning("--dataloader_num_workers %d ignored: the batches of the feature cache held on %s are selected there, "
+                       "by the training process", training_args.dataloader_num_workers, training_args.device)
+    # Device tensors can be neither handed over by worker processes nor pinned.
+    training_args.dataloader_num_workers, training_args.dataloader_pin_memory = 0, False
+    training_args.dataloader_prefetch_factor, training_args.dataloader_persistent_workers = None, False
     return {name: cache.index_dataset() for name, cache in on_device.items()}, DeviceCacheCollator(list(on_device.values()))
 
 
