@@ -64,6 +64,8 @@ class ImageTextCollator:
 
     def _image(self, row: Row, index: int) -> PIL.Image.Image:
         image = row.get("image")
+        if isinstance(image, dict):  # a `datasets.Image` value read undecoded: its bytes, or its file
+            image = image.get("bytes") or image.get("path")
         if image is None:
             return self.blank_image()
         source = image if isinstance(image, str) else type(image).__name__
