@@ -13,9 +13,10 @@ from .collators import ImageTextCollator, Row, labels_tensor, row_name
 
 def tower_features(tower: str, storage_dtype: str, feature_map_shape: tuple[int, int, int] | None = None, padded: bool = False) -> Features:
     """Arrow schema of a tower's cache: the text tower's `text_shape`, `text_hidden_states` (and `attention_mask`
-    when `padded`), or the vision tower's `image_features` of `feature_map_shape`."""
+    when `padded`), or the vision tower's `image_features` of `feature_map_shape` and `image_problem` (why the
+    image did not decode, its features being the blank image's; None when it did)."""
     if tower == "vision":
-        return Features({"image_features": Array3D(feature_map_shape, storage_dtype)})
+        return Features({"image_features": Array3D(feature_map_shape, storage_dtype), "image_problem": Value("string")})
     columns = {"text_shape": List(Value("int32"), length=3), "text_hidden_states": List(Value(storage_dtype))}
     if padded:
         columns["attention_mask"] = List(Value("int8"))

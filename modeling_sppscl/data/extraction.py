@@ -50,17 +50,20 @@ def default_num_workers(device: torch.device) -> int:
 
 class _ExtractionInputs:
     """Collate function of the extraction `DataLoader` (runs in its workers): the rows' ids, and the inputs of the
-    towers extracted: the tokenized texts, the decoded and preprocessed images."""
+    towers extracted: the tokenized texts, the decoded and preprocessed images. This decode is the run's only one
+    of each image, so an image that does not decode is recorded (`image_problems`) and the blank image stands in."""
 
     def __init__(self, collator: ImageTextCollator, towers: tuple[str, ...]):
         self.collator, self.towers = collator, towers
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "ids": [str(row.get("id", "")) for row in rows],
-            "text_inputs": self.collator.text_inputs(rows) if "text" in self.towers else None,
-            "pixel_values": self.collator.image_inputs(rows)["pixel_values"] if "vision" in self.towers else None,
-        }
+        batch = {"ids": [str(row.get("id", "")) for row in rows], "text_inputs": None, "pixel_values": None}
+        if "text" in self.towers:
+            batch["text_inputs"] = self.collator.text_inputs(rows)
+        if "vision" in self.towers:
+            images, batch["image_problems"] = self.collator.decoded_images(rows)
+            batch["pixel_values"] = self.collator.processor.preprocess_images(images, return_tensors="pt")["pixel_values"]
+        return batch
 
 
 def _check_finite(features: torch.Tensor, ids: list[str], storage: torch.dtype, precision: str) -> None:
@@ -116,7 +119,7 @@ class TowerRunner:
                 images = self.model.vision_tower_features(batch["pixel_values"].to(self.device, non_blocking=True))
             images = images.to("cpu", self.storage)
             _check_finite(images, batch["ids"], self.storage, self.precision)
-            columns["vision"] = {"image_features": list(images.numpy())}
+            columns["vision"] = {"image_features": list(images.numpy()), "image_problem": batch["image_problems"]}
         return columns
 
 
