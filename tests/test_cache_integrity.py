@@ -142,8 +142,9 @@ def test_a_live_extractions_staging_folder_is_left_alone(tmp_path):
 
 
 def test_a_failed_extraction_removes_its_staging_folder(tmp_path):
-    rows = Dataset.from_dict({"id": ["a"], "text": ["good day"], "image": ["/nonexistent/x.jpg"], "label": [0]})
-    with pytest.raises(ValueError, match="nonexistent"):
+    # An unreadable image is recorded (`image_problem`), not fatal; a text the tokenizer must refuse is.
+    rows = Dataset.from_dict({"id": ["a"], "text": [" "], "image": ["/nonexistent/x.jpg"], "label": [0]})
+    with pytest.raises(ValueError, match="row 'a'"):
         extract_features(tiny_model("default"), tiny_processor(tmp_path / "tok"), rows, cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
 

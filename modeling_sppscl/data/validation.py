@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 MISSING_IMAGE_MODES = ("error", "skip", "blank")
 EMPTY_TEXT_MODES = ("error", "skip")
+# The splits, in the order every reader gives them (the one list of them).
 SPLIT_ORDER = ("train", "validation", "test")
 MAX_LISTED_PROBLEMS = 5
 
