@@ -149,7 +149,7 @@ def truncated_image_folder(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     PIL.Image.fromarray(noise).save(buffer, format="JPEG")
-    (folder / "Images" / "2.jpg").write_bytes(buffer.getvalue()[:300])
+    (folder / "Images" / "2.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # the header intact
     return folder
 
 
@@ -174,6 +174,8 @@ def test_truncated_files_meet_the_policy_at_their_one_decode(cached, tmp_path):
         splits, _ = prepare_splits(dict(loaded.splits), data_args, model, processor, args, loaded.report)
         return splits["train"], loaded.report
 
+    data_args = data_arguments(data_dir=str(folder))
+    assert run_sppscl.load_data(data_args, seed=0).report["skipped"] == {"train": 0}  # headers only: nothing seen yet
     with pytest.raises(ValueError, match="(?i)id '2'.*truncated"):
         prepared("error")
     skipped, report = prepared("skip")
