@@ -45,8 +45,9 @@ from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
 from modeling_sppscl.data.extraction import PRECISIONS, STORAGE_DTYPES
 from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeatureCache, fits_on_device
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features, frozen_towers
-from modeling_sppscl.data.preflight import check_before_training, check_output_dir
+from modeling_sppscl.data.preflight import check_before_training, check_output_dir, update_image_counts
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
+from modeling_sppscl.data.validation import apply_pixel_problems
 from modeling_sppscl.hub.publish import check_hub_access, write_card, write_model_space
 from modeling_sppscl.hub.space import push_space
 from modeling_sppscl.reporting.metrics import build_compute_metrics
@@ -249,10 +250,11 @@ def load_data(data_args: DataArguments, seed: int, model_name_or_path: str | Non
     """The splits (`train`, `validation`, `test`) with columns id, text, image, label, and the label names.
 
     The label set comes from --class_names, else from the checkpoint being evaluated, else from the training
-    split. Images are decoded at reduced size, so that truncated files meet the --missing_image policy now.
+    split. Images are checked from their headers here; their pixels meet the --missing_image policy at their one
+    decode (`prepare_splits`), so that truncated files do too.
     """
     names = data_args.class_names.split(",") if data_args.class_names else checkpoint_label_names(model_name_or_path)
-    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": True, "empty_text": data_args.empty_text,
+    common = {"label_names": names, "missing_image": data_args.missing_image, "verify_pixels": False, "empty_text": data_args.empty_text,
               "allow_images_outside_data_dir": data_args.allow_images_outside_data_dir}
     if is_demo(data_args):
         return load_demo_data(seed=seed)
@@ -382,14 +384,19 @@ def limit(dataset, count: int | None):
     return dataset if count is None or dataset is None else dataset.select(range(min(count, len(dataset))))
 
 
-def prepare_splits(splits, data_args: DataArguments, model, processor, training_args):
-    """Limit the splits and, when the towers are frozen and caching is on, replace them by their cached features."""
+def prepare_splits(splits, data_args: DataArguments, model, processor, training_args, report: dict | None = None):
+    """Limit the splits and, when the towers are frozen and caching is on, replace them by their cached features.
+    The images whose pixels do not decode meet --missing_image here (counted in `report`), at their one decode:
+    the vision tower's extraction, else a check before training."""
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
     splits = {name: limit(splits[name], limits[name]) for name in limits if name in splits}
+    report = report if report is not None else {"skipped": {}, "blanked": {}, "rows": {}}
     # A frozen tower's outputs are cached; a trainable one runs on raw inputs at every step (one-tower cache).
     towers = frozen_towers(model)
     use_cache = bool(towers) if data_args.cache_features is None else data_args.cache_features
     raw_inputs = ImageTextCollator(processor)
+    if not use_cache or "vision" not in towers:
+        splits = apply_pixel_problems(splits, data_args.missing_image, report)
     if not use_cache:
         return splits, raw_inputs
     if not towers:
@@ -403,12 +410,22 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
                                    num_workers=training_args.dataloader_num_workers or None, split=name)
             for name, dataset in splits.items()
         }
+    if "vision" in towers:
+        problems = {name: {index: problem for index, problem in enumerate(cache["image_problem"]) if problem is not None}
+                    for name, cache in cached.items()}
+        cached = apply_pixel_problems(cached, data_args.missing_image, report, problems)
     if len(towers) == 1:
         return cached, CachedFeatureCollator(raw_inputs=raw_inputs)
     if not cache_on_device(data_args.feature_cache_on_device, list(cached.values()), training_args.device):
         return cached, CachedFeatureCollator()
     on_device = {name: DeviceFeatureCache(cache, training_args.device) for name, cache in cached.items()}
     logger.info("feature cache held on %s", training_args.device)
+    if training_args.dataloader_num_workers:
+        logger.warning("--dataloader_num_workers %d ignored: the batches of the feature cache held on %s are selected there, "
+                       "by the training process", training_args.dataloader_num_workers, training_args.device)
+    # Device tensors can be neither handed over by worker processes nor pinned.
+    training_args.dataloader_num_workers, training_args.dataloader_pin_memory = 0, False
+    training_args.dataloader_prefetch_factor, training_args.dataloader_persistent_workers = None, False
     return {name: cache.index_dataset() for name, cache in on_device.items()}, DeviceCacheCollator(list(on_device.values()))
 
 
@@ -526,7 +543,10 @@ def run() -> dict:
         checked = check_before_training(loaded, model, processor, training_args, limits, data_args.empty_text,
                                         report_dir=training_args.output_dir if training_args.should_save else None,
                                         strict_data=data_args.strict_data)
-    splits, collator = prepare_splits(checked, data_args, model, processor, training_args)
+    with user_errors(kinds=(ValueError,)):
+        splits, collator = prepare_splits(checked, data_args, model, processor, training_args, loaded.report)
+    if training_args.should_save:
+        update_image_counts(training_args.output_dir, loaded.report)
     if data_args.head_num_threads:
         torch.set_num_threads(data_args.head_num_threads)
     trainer = SppSclTrainer(

@@ -117,7 +117,9 @@ def run_variant(variant: str, args, rows, tokenizer, device: torch.device, tmp: 
     print(f"[{variant}] (b) extraction of {len(rows)} samples + copy to {device}: {extraction:.1f} s "
           f"({len(rows) / extraction:.0f} samples/s); {held / 1e9:.2f} GB held on the device")
 
-    # (c) head epochs from the device cache, a dev evaluation after each; the first epoch is a warm-up.
+    # (c) head epochs from the device cache, a dev evaluation after each; the first epoch is a warm-up. Its batches
+    # are selected on the device by the training process: no workers, no pinning.
+    training_args.dataloader_num_workers, training_args.dataloader_pin_memory = 0, False
     timer = StepTimer()
     epoch_ends = []
 

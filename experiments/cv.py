@@ -78,7 +78,7 @@ def cached_pool(args, shard_indices=None, cached_towers=TOWERS):
         cached.append(extract_features(model, processor, shards[index], cache_dir=Path(args.output_dir) / "feature_cache",
                                        towers=cached_towers))
         logger.info("shard %s: %.0f s", SHARDS[index], time.perf_counter() - start)
-    # numpy keeps the stored dtype, as `load_feature_cache` formats a single cache.
+    # numpy keeps the stored dtype, as `extract_features` formats each shard's rows.
     return concatenate_datasets(cached).with_format("numpy", dtype=None), label_names, towers
 
 

@@ -50,7 +50,7 @@ from modeling_sppscl import SppSclModel, SppSclProcessor  # noqa: E402
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator  # noqa: E402
 from modeling_sppscl.data.readers import load_clmlf_folder  # noqa: E402
 from modeling_sppscl.reporting.metrics import build_compute_metrics  # noqa: E402
-from modeling_sppscl.data.feature_cache import extract_features, load_feature_cache  # noqa: E402
+from modeling_sppscl.data.feature_cache import extract_features  # noqa: E402
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments  # noqa: E402
 
 
@@ -128,20 +128,21 @@ def build_processor(model: SppSclModel, towers: tuple[Path, Path]) -> SppSclProc
     return SppSclProcessor.for_config(model.config, image_processor, tokenizer)
 
 
-def cache_variant(variant: str, towers, splits, label_names, cache_dir: Path) -> dict[str, str]:
-    """Extract (or find) the variant's cached tower outputs; returns each split's cache folder."""
+def cache_variant(variant: str, towers, splits, label_names, cache_dir: Path) -> dict:
+    """Extract (or find) the variant's cached tower outputs; returns each split's cached rows (memory-mapped: a job
+    sent to a worker process carries their files' paths, not their contents)."""
     model = build_model(variant, towers, label_names)
     processor = build_processor(model, towers)
-    folders = {}
+    caches = {}
     for split in ("train", "validation"):
         start = time.perf_counter()
         with warnings.catch_warnings():
             # The paper variant's towers would follow train mode; the cache holds eval-mode outputs (see RESULTS.md).
             warnings.filterwarnings("ignore", message="frozen_towers_follow_train_mode")
-            cached = extract_features(model, processor, splits[split], cache_dir=cache_dir, storage_dtype=CACHE_DTYPES[variant])
-        folders[split] = str(Path(cached.cache_files[0]["filename"]).parent)
-        logger.info("%s %s cache: %s (%.1f s)", variant, split, folders[split], time.perf_counter() - start)
-    return folders
+            caches[split] = extract_features(model, processor, splits[split], cache_dir=cache_dir, storage_dtype=CACHE_DTYPES[variant])
+        logger.info("%s %s cache: %s (%.1f s)", variant, split, [file["filename"] for file in caches[split].cache_files],
+                    time.perf_counter() - start)
+    return caches
 
 
 # ----- the rows ------------------------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def head_run(job: dict) -> dict:
     if row.blanked:
         blank_modality(model, row.blanked)
     collator = CachedFeatureCollator()
-    caches = {split: load_feature_cache(folder) for split, folder in job["caches"].items()}
+    caches = job["caches"]
     run_dir = Path(job["output_dir"]) / "runs" / variant / row_name / f"seed{seed}"
     args = SppSclTrainingArguments(
         output_dir=str(run_dir),
@@ -267,7 +268,7 @@ def logreg_run(job: dict) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     start = time.perf_counter()
-    caches = {split: load_feature_cache(folder) for split, folder in job["caches"].items()}
+    caches = job["caches"]
     features = {split: pooled_features(cache) for split, cache in caches.items()}
     labels = {split: np.asarray(cache["label"]) for split, cache in caches.items()}
     scaler = StandardScaler().fit(features["train"])

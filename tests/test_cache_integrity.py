@@ -27,8 +27,13 @@ from test_feature_cache import make_rows, one_thread  # noqa: F401 (autouse: one
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def cache_name(model, processor, rows, cache_dir, **kwargs) -> str:
-    return Path(extract_features(model, processor, rows, cache_dir=cache_dir, **kwargs).cache_files[0]["filename"]).parent.name
+def cache_names(cache) -> list[str]:
+    """The cache folders (one per tower) the rows of `cache` are read from."""
+    return [Path(file["filename"]).parent.name for file in cache.cache_files]
+
+
+def cache_name(model, processor, rows, cache_dir, **kwargs) -> list[str]:
+    return cache_names(extract_features(model, processor, rows, cache_dir=cache_dir, **kwargs))
 
 
 # ----- fingerprint of the content -----------------------------------------------------------------------------
@@ -38,7 +43,8 @@ def test_an_image_file_replaced_in_place_gets_a_new_cache(tmp_path):
     before = extract_features(model, processor, rows, cache_dir=tmp_path / "cache")
     PIL.Image.fromarray(np.full((30, 44, 3), 255, dtype=np.uint8)).save(tmp_path / "photo.png")
     after = extract_features(model, processor, rows, cache_dir=tmp_path / "cache")
-    assert after.cache_files[0]["filename"] != before.cache_files[0]["filename"]
+    (text_before, vision_before), (text_after, vision_after) = cache_names(before), cache_names(after)
+    assert text_after == text_before and vision_after != vision_before  # the texts' cache is the image's no concern
     assert not np.array_equal(after["image_features"][2], before["image_features"][2])
     np.testing.assert_array_equal(after["image_features"][0], before["image_features"][0])
 
@@ -55,13 +61,24 @@ def test_the_same_content_from_another_dataset_object_reuses_the_cache(tmp_path,
     assert "reusing cache" in caplog.text
 
 
-@pytest.mark.parametrize("column, value", [("text", "sad sad movie"), ("label", 2), ("id", "other")])
-def test_a_changed_row_gets_a_new_cache(column, value, tmp_path):
+def test_a_changed_text_gets_a_new_text_cache(tmp_path):
     model, processor = tiny_model("default"), tiny_processor(tmp_path / "tok")
     rows = make_rows(tmp_path, count=4)
-    base = cache_name(model, processor, rows, tmp_path / "cache")
+    text, vision = cache_name(model, processor, rows, tmp_path / "cache")
+    edited = rows.map(lambda row, index: {"text": "sad sad movie"} if index == 0 else {}, with_indices=True)
+    new_text, same_vision = cache_name(model, processor, edited, tmp_path / "cache")
+    assert new_text != text and same_vision == vision
+
+
+@pytest.mark.parametrize("column, value", [("label", 2), ("id", "other")])
+def test_a_changed_label_or_id_reuses_the_towers_caches_and_is_read_from_the_rows(column, value, tmp_path):
+    model, processor = tiny_model("default"), tiny_processor(tmp_path / "tok")
+    rows = make_rows(tmp_path, count=4)
+    base = extract_features(model, processor, rows, cache_dir=tmp_path / "cache")
     edited = rows.map(lambda row, index: {column: value} if index == 0 else {}, with_indices=True)
-    assert cache_name(model, processor, edited, tmp_path / "cache") != base
+    cache = extract_features(model, processor, edited, cache_dir=tmp_path / "cache")
+    assert cache_names(cache) == cache_names(base)
+    assert cache[column][0] == value and list(cache[column][1:]) == list(base[column][1:])
 
 
 # ----- atomic writes --------------------------------------------------------------------------------------------
@@ -111,7 +128,7 @@ def test_a_killed_extraction_leaves_no_cache_and_its_staging_is_removed(tmp_path
     with caplog.at_level(logging.INFO, logger="modeling_sppscl.data.feature_cache"):
         cache = extract_features(tiny_model("default"), tiny_processor(tmp_path / "tok"), make_rows(tmp_path), cache_dir=cache_dir, batch_size=4)
     assert "reusing cache" not in caplog.text and "interrupted extraction" in caplog.text
-    assert [path.name for path in cache_dir.iterdir()] == [Path(cache.cache_files[0]["filename"]).parent.name]
+    assert sorted(path.name for path in cache_dir.iterdir()) == sorted(cache_names(cache))
     assert len(cache) == 9
 
 
@@ -125,8 +142,9 @@ def test_a_live_extractions_staging_folder_is_left_alone(tmp_path):
 
 
 def test_a_failed_extraction_removes_its_staging_folder(tmp_path):
-    rows = Dataset.from_dict({"id": ["a"], "text": ["good day"], "image": ["/nonexistent/x.jpg"], "label": [0]})
-    with pytest.raises(ValueError, match="nonexistent"):
+    # An unreadable image is recorded (`image_problem`), not fatal; a text the tokenizer must refuse is.
+    rows = Dataset.from_dict({"id": ["a"], "text": [" "], "image": ["/nonexistent/x.jpg"], "label": [0]})
+    with pytest.raises(ValueError, match="row 'a'"):
         extract_features(tiny_model("default"), tiny_processor(tmp_path / "tok"), rows, cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
 

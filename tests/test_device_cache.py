@@ -1,6 +1,7 @@
-"""Device-resident feature cache: batches selected on the device equal the host cache's, and `SppSclTrainer`
-trained from it logs the same losses and ends with the same weights (device = cpu here; the code path is the one
-a GPU takes, with `device` the accelerator)."""
+"""Device-resident feature cache: batches selected on the device equal the host cache's, `SppSclTrainer` trained
+from it logs the same losses and ends with the same weights, and any other consumer of its `DataLoader` (a
+hand-written loop, the plots) gets ordinary batches (device = cpu here; the code path is the one a GPU takes, with
+`device` the accelerator)."""
 
 import copy
 
@@ -9,8 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from modeling_sppscl.data.cache_format import CachedFeatureCollator
-from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeatureCache, device_bytes, select_device_batch
+from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeatureCache, device_bytes
 from modeling_sppscl.data.feature_cache import extract_features
+from modeling_sppscl.reporting import plots
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
 from conftest import tiny_model, tiny_processor
@@ -45,7 +47,7 @@ def test_device_batches_equal_the_host_collators(variant, storage_dtype, tmp_pat
 def train(model, dataset, collator, output_dir, update):
     args = SppSclTrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2, sppscl_update=update,
-        logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, seed=0,
+        logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, seed=0, dataloader_pin_memory=False,
     )
     trainer = SppSclTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     trainer.train()
@@ -62,7 +64,7 @@ def test_training_from_the_device_cache_equals_the_host_cache(variant, update, t
     # One batch: same loss and gradients.
     indices = [4, 1, 9, 6]
     host_batch = CachedFeatureCollator()([cache[i] for i in indices])
-    device_batch = select_device_batch(DeviceCacheCollator([on_device])([on_device.index_dataset()[i] for i in indices]))
+    device_batch = DeviceCacheCollator([on_device])([on_device.index_dataset()[i] for i in indices])
     grads = []
     for batch in (host_batch, device_batch):
         replica = copy.deepcopy(model).train()
@@ -94,15 +96,31 @@ def test_training_from_the_device_cache_equals_the_host_cache(variant, update, t
     assert device_prediction.metrics["test_loss"] == pytest.approx(host_prediction.metrics["test_loss"], abs=TOL)
 
 
-def test_dataloader_workers_pass_only_the_key(tmp_path):
+def test_a_loop_over_the_dataloader_gets_ordinary_batches(tmp_path):
+    model, cache = host_cache("default", tmp_path, count=7)
+    on_device = DeviceFeatureCache(cache, "cpu")
+    loader = DataLoader(on_device.index_dataset(), batch_size=3, collate_fn=DeviceCacheCollator([on_device]))
+    model.eval()
+    with torch.inference_mode():
+        logits = torch.cat([model(**batch).logits for batch in loader])
+        expected = torch.cat([model(**CachedFeatureCollator()([cache[i] for i in range(first, min(first + 3, 7))])).logits
+                              for first in range(0, 7, 3)])
+    torch.testing.assert_close(logits, expected, rtol=0, atol=TOL)
+
+    # The plots read the evaluation DataLoader of a Trainer trained from the device cache.
+    trainer, _, _ = train(model, on_device.index_dataset(), DeviceCacheCollator([on_device]), tmp_path / "plots", "two_step")
+    written = plots.write_plots(tmp_path, trainer, {"validation": on_device.index_dataset()})
+    assert [path.name for path in written] == ["tsne_validation.png", "confusion_validation.png", "training_curves.png"]
+    embeddings = plots.collect_embeddings(trainer, on_device.index_dataset())
+    assert embeddings["labels"].tolist() == [int(label) for label in cache["label"]]
+
+
+def test_dataloader_workers_are_refused_with_the_reason(tmp_path):
     _, cache = host_cache("default", tmp_path, count=6)
     on_device = DeviceFeatureCache(cache, "cpu")
-    collator = DeviceCacheCollator([on_device])
-    loader = DataLoader(on_device.index_dataset(), batch_size=3, collate_fn=collator, num_workers=1)
-    batches = [select_device_batch(batch) for batch in loader]
-    expected = CachedFeatureCollator()([cache[i] for i in range(3)])
-    assert torch.equal(batches[0]["image_features"], expected["image_features"])
-    assert torch.equal(batches[0]["labels"], expected["labels"])
+    loader = DataLoader(on_device.index_dataset(), batch_size=3, collate_fn=DeviceCacheCollator([on_device]), num_workers=1)
+    with pytest.raises(RuntimeError, match="num_workers=0"):
+        next(iter(loader))
 
 
 def test_device_bytes_counts_the_padded_texts(tmp_path):
@@ -124,8 +142,10 @@ def test_run_script_option_chooses_the_device_cache(tmp_path):
 
     model, processor, rows = tiny_model("default"), tiny_processor(tmp_path / "tok"), make_rows(tmp_path, 4)
     args = SppSclTrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    args.dataloader_num_workers = 2
     splits, collator = prepare_splits({"train": rows}, DataArguments(feature_cache_on_device="true"), model, processor, args)
     assert isinstance(collator, DeviceCacheCollator) and "sample_index" in splits["train"].column_names
+    assert args.dataloader_num_workers == 0 and not args.dataloader_pin_memory
     assert splits["train"]["id"] == rows["id"] and splits["train"]["label"] == rows["label"]
     splits, collator = prepare_splits({"train": rows}, DataArguments(), model, processor, args)  # auto: not on a CPU
     assert isinstance(collator, CachedFeatureCollator)

@@ -175,9 +175,11 @@ def test_cached_collator_refuses_texts_longer_than_pad_to(rows, tmp_path):
 
 
 # ----- fingerprint --------------------------------------------------------------------------------------------
-def cache_folder(model, processor, rows, cache_dir, **kwargs):
+def cache_folder(model, processor, rows, cache_dir, **kwargs) -> dict[str, str]:
+    """Tower -> the name of its cache folder."""
     cache = extract_features(model, processor, rows, cache_dir=cache_dir, **kwargs)
-    return Path(cache.cache_files[0]["filename"]).parent.name
+    folders = [Path(file["filename"]).parent.name for file in cache.cache_files]
+    return {folder.split("-")[0]: folder for folder in folders}
 
 
 def test_same_setup_reuses_the_cache(rows, tmp_path, caplog):
@@ -220,22 +222,24 @@ def edit_tokenizer_lowercasing(model, processor):
 
 
 @pytest.mark.parametrize(
-    "edit",
+    "edit, tower",
     [
-        edit_text_config,
-        edit_text_weight,
-        edit_vision_buffer,
-        edit_num_text_layers,
-        edit_image_processor,
-        edit_text_max_length,
-        edit_tokenizer_lowercasing,
+        (edit_text_config, "text"),
+        (edit_text_weight, "text"),
+        (edit_vision_buffer, "vision"),
+        (edit_num_text_layers, "text"),
+        (edit_image_processor, "vision"),
+        (edit_text_max_length, "text"),
+        (edit_tokenizer_lowercasing, "text"),
     ],
 )
-def test_a_changed_input_gets_a_new_cache(edit, rows, tmp_path):
+def test_a_changed_input_gets_a_new_cache_of_its_tower_only(edit, tower, rows, tmp_path):
     model, processor = tiny_model("default"), tiny_processor(tmp_path / "tok")
     before = cache_folder(model, processor, rows, tmp_path / "cache")
+    assert set(before) == {"text", "vision"}
     edit(model, processor)
-    assert cache_folder(model, processor, rows, tmp_path / "cache") != before
+    after = cache_folder(model, processor, rows, tmp_path / "cache")
+    assert {name for name in before if after[name] != before[name]} == {tower}
 
 
 def test_storage_dtype_and_dataset_get_their_own_cache(rows, tmp_path):

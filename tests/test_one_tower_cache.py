@@ -1,5 +1,6 @@
 """One-tower feature cache: with one tower trainable, the frozen tower's outputs come from the cache and the other
-tower runs (and trains) on raw inputs; losses, gradients and trained weights equal the model run without a cache."""
+tower runs (and trains) on raw inputs; losses, gradients and trained weights equal the model run without a cache.
+Each tower's cache stands alone: a new text tower, or a text tower that now trains, reuses the vision tower's."""
 
 import copy
 from types import SimpleNamespace
@@ -134,3 +135,46 @@ def test_run_script_caches_only_the_frozen_tower(tmp_path):
     unfrozen = SimpleNamespace(**{**vars(DataArguments()), "cache_features": True})
     with pytest.raises(ValueError, match="needs a frozen tower"):
         prepare_splits({"train": rows}, unfrozen, tiny_model("default", freeze_text_model=False, freeze_vision_model=False), processor, args)
+
+
+def counted_vision_forwards(model) -> list:
+    calls = []
+    forward = model.vision_model.forward
+
+    def counting_forward(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    model.vision_model.forward = counting_forward
+    return calls
+
+
+def test_a_new_text_tower_reuses_the_vision_towers_cache(tmp_path):
+    processor, rows = tiny_processor(tmp_path / "tok"), make_rows(tmp_path)
+    first = tiny_model("default")
+    extract_features(first, processor, rows, cache_dir=tmp_path / "cache", batch_size=4)
+    # Another text tower (other weights, one more layer), the same vision tower.
+    second = tiny_model("default", seed=1, text_config=tiny_bert_config(num_hidden_layers=5))
+    second.vision_model.load_state_dict(first.vision_model.state_dict())
+    calls = counted_vision_forwards(second)
+    cache = extract_features(second, processor, rows, cache_dir=tmp_path / "cache", batch_size=4)
+    assert calls == [], "the vision tower ran again"
+    assert sorted(path.name.split("-")[0] for path in (tmp_path / "cache").iterdir()) == ["text", "text", "vision"]
+
+    second.eval()
+    with torch.inference_mode():
+        cached = second(**CachedFeatureCollator()([cache[i] for i in range(len(cache))]))
+        full = second(**ImageTextCollator(processor)([rows[i] for i in range(len(rows))]))
+    torch.testing.assert_close(cached.logits, full.logits, rtol=0, atol=EXACT_TOL)
+    torch.testing.assert_close(cached.loss, full.loss, rtol=0, atol=EXACT_TOL)
+
+
+def test_a_text_tower_that_now_trains_reuses_the_vision_towers_cache(tmp_path):
+    processor, rows = tiny_processor(tmp_path / "tok"), make_rows(tmp_path)
+    both = extract_features(tiny_model("default"), processor, rows, cache_dir=tmp_path / "cache", batch_size=4)
+    model = tiny_model("default", freeze_text_model=False)  # same seed: the same vision tower
+    calls = counted_vision_forwards(model)
+    vision = extract_features(model, processor, rows, cache_dir=tmp_path / "cache", batch_size=4, towers=frozen_towers(model))
+    assert calls == []
+    assert "text" in vision.column_names and "text_hidden_states" not in vision.column_names
+    assert [file["filename"] for file in vision.cache_files] == [file["filename"] for file in both.cache_files if "/vision-" in file["filename"]]

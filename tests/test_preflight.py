@@ -144,17 +144,49 @@ def data_arguments(**kwargs):
     return run_sppscl.DataArguments(**kwargs)
 
 
-def test_load_data_decodes_images_so_truncated_files_meet_the_policy(tmp_path):
+def truncated_image_folder(tmp_path):
     folder = write_clmlf_folder(tmp_path / "mvsa", {"train": clmlf_items([0, 1, 2])}, image_folder="Images")
     noise = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     PIL.Image.fromarray(noise).save(buffer, format="JPEG")
-    (folder / "Images" / "2.jpg").write_bytes(buffer.getvalue()[:300])
+    (folder / "Images" / "2.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # the header intact
+    return folder
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_truncated_files_meet_the_policy_at_their_one_decode(cached, tmp_path):
+    """load_data reads headers; the one decode (the vision tower's extraction, or the check before training
+    without a vision cache) meets --missing_image: refused naming the id, skipped or blanked and counted."""
+    from run_sppscl import prepare_splits
+
+    from modeling_sppscl.training.trainer import SppSclTrainingArguments
+    from test_feature_cache import one_thread  # noqa: F401
+
+    folder = truncated_image_folder(tmp_path)
+    model = tiny_model("default", freeze_vision_model=cached)
+    processor = SppSclProcessor.for_config(model.config, tiny_image_processor(), tiny_tokenizer(tmp_path / "tok"))
+    args = SimpleNamespace(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    args = SppSclTrainingArguments(**vars(args))
+
+    def prepared(missing_image):
+        data_args = data_arguments(data_dir=str(folder), missing_image=missing_image, feature_cache_dir=str(tmp_path / "cache"))
+        loaded = run_sppscl.load_data(data_args, seed=0)
+        splits, _ = prepare_splits(dict(loaded.splits), data_args, model, processor, args, loaded.report)
+        return splits["train"], loaded.report
+
+    data_args = data_arguments(data_dir=str(folder))
+    assert run_sppscl.load_data(data_args, seed=0).report["skipped"] == {"train": 0}  # headers only: nothing seen yet
     with pytest.raises(ValueError, match="(?i)id '2'.*truncated"):
-        run_sppscl.load_data(data_arguments(data_dir=str(folder)), seed=0)
-    loaded = run_sppscl.load_data(data_arguments(data_dir=str(folder), missing_image="blank"), seed=0)
-    assert loaded.report["blanked"] == {"train": 1} and not loaded.report["text_only"]
-    assert loaded.splits["train"]["image"][0].endswith("Images/0.jpg")
+        prepared("error")
+    skipped, report = prepared("skip")
+    assert list(skipped["id"]) == ["0", "1"] and report["skipped"] == {"train": 1} and report["rows"]["train"] == 2
+    blanked, report = prepared("blank")
+    assert len(blanked) == 3 and report["blanked"] == {"train": 1} and not report["text_only"]
+    if cached:  # the truncated image's features are the blank image's
+        blank = model.vision_tower_features(processor.preprocess_images([PIL.Image.new("RGB", (224, 224))], return_tensors="pt")["pixel_values"])
+        np.testing.assert_allclose(blanked["image_features"][2], blank[0].detach().numpy(), rtol=0, atol=1e-5)  # batch rounding
+    else:
+        assert blanked["image"][2] is None and blanked["image"][0].endswith("Images/0.jpg")
 
 
 def test_load_data_takes_the_label_set_of_the_checkpoint(tmp_path):

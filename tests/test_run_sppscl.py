@@ -115,3 +115,34 @@ def test_bad_arguments_are_named(tmp_path):
     assert result.returncode == 2 and "argument --sppscl_update/--sppscl-update: invalid choice: 'three_step'" in result.stderr
     result = run_script(["--output_dir", str(tmp_path / "o"), "--do_train", "--config_overrides", "dropout"], cwd=tmp_path)
     assert result.returncode != 0 and "--config_overrides: expected name=value, got 'dropout'" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_training_run_from_a_cache_miss_decodes_each_image_once(tmp_path, tower_folders, monkeypatch):
+    """Reading checks the headers, the fingerprint hashes the files' bytes, and the vision tower's extraction is
+    the one decode of each image (PIL's `ImageFile.load` reads the pixels of an opened file)."""
+    import PIL.ImageFile
+
+    import run_sppscl
+
+    data = tmp_path / "data"
+    write_clmlf_folder(data, {"train": 8, "validation": 4})
+    decoded = []
+    load = PIL.ImageFile.ImageFile.load
+
+    def counting_load(image):
+        if image.tile:  # pixels still in the file: this call reads them
+            decoded.append(Path(image.filename).name)
+        return load(image)
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", counting_load)
+    monkeypatch.setattr(sys, "argv", [
+        "run_sppscl.py", "--data_dir", str(data), "--text_model_name_or_path", str(tower_folders / "text"),
+        "--vision_model_name_or_path", str(tower_folders / "vision"), "--output_dir", str(tmp_path / "out"), "--do_train",
+        "--do_eval", "--max_steps", "2", "--per_device_train_batch_size", "4", "--report_to", "none", "--write_space", "false",
+        "--feature_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true",
+    ])
+    run_sppscl.run()
+    assert sorted(decoded) == sorted(path.name for path in (data / "images").iterdir())
+    # The recipe fine-tunes the text tower: the vision tower's outputs are cached, for train and validation.
+    assert sorted(path.name.split("-")[0] for path in (tmp_path / "cache").iterdir()) == ["vision", "vision"]

@@ -11,21 +11,16 @@ from datasets import Array3D, Features, List, Value
 from .collators import ImageTextCollator, Row, labels_tensor, row_name
 
 
-def cache_features(
-    storage_dtype: str, feature_map_shape: tuple[int, int, int] | None, padded: bool, raw: Features | None = None
-) -> Features:
-    """Arrow schema of the cache's rows: the text tower's columns unless the text is kept `raw`, `image_features`
-    when `feature_map_shape` is given, and the `raw` columns kept for the tower that is not cached."""
-    raw = raw or Features()
-    columns = {"id": Value("string"), "label": Value("int64"), "length": Value("int32")}
-    if "text" not in raw:
-        columns["text_shape"] = List(Value("int32"), length=3)
-        columns["text_hidden_states"] = List(Value(storage_dtype))
-        if padded:
-            columns["attention_mask"] = List(Value("int8"))
-    if feature_map_shape is not None:
-        columns["image_features"] = Array3D(feature_map_shape, storage_dtype)
-    return Features({**columns, **raw})
+def tower_features(tower: str, storage_dtype: str, feature_map_shape: tuple[int, int, int] | None = None, padded: bool = False) -> Features:
+    """Arrow schema of a tower's cache: the text tower's `text_shape`, `text_hidden_states` (and `attention_mask`
+    when `padded`), or the vision tower's `image_features` of `feature_map_shape` and `image_problem` (why the
+    image did not decode, its features being the blank image's; None when it did)."""
+    if tower == "vision":
+        return Features({"image_features": Array3D(feature_map_shape, storage_dtype), "image_problem": Value("string")})
+    columns = {"text_shape": List(Value("int32"), length=3), "text_hidden_states": List(Value(storage_dtype))}
+    if padded:
+        columns["attention_mask"] = List(Value("int8"))
+    return Features(columns)
 
 
 class CachedFeatureCollator:
@@ -106,4 +101,4 @@ class CachedFeatureCollator:
         return batch
 
 
-__all__ = ["CachedFeatureCollator"]
+__all__ = ["CachedFeatureCollator", "tower_features"]

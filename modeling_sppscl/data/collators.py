@@ -64,10 +64,24 @@ class ImageTextCollator:
 
     def _image(self, row: Row, index: int) -> PIL.Image.Image:
         image = row.get("image")
+        if isinstance(image, dict):  # a `datasets.Image` value read undecoded: its bytes, or its file
+            image = image.get("bytes") or image.get("path")
         if image is None:
             return self.blank_image()
         source = image if isinstance(image, str) else type(image).__name__
         return load_image(image, name=f"{row_name(row, index)} ({source})")
+
+    def decoded_images(self, rows: Sequence[Row]) -> tuple[list[PIL.Image.Image], list[str | None]]:
+        """The rows' images, an unreadable one replaced by the blank image, and why each was replaced (None: read)."""
+        images, problems = [], []
+        for index, row in enumerate(rows):
+            try:
+                images.append(self._image(row, index))
+                problems.append(None)
+            except ValueError as error:
+                images.append(self.blank_image())
+                problems.append(str(error))
+        return images, problems
 
     def text_inputs(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
         """`input_ids`, `attention_mask` (and `token_type_ids`) of the rows' texts."""

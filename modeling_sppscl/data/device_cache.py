@@ -2,10 +2,11 @@
 
 From the on-disk cache, each step reads its rows from the memory-mapped Arrow file and stacks them on the host,
 then copies ~190 MB (paper variant, batch 64) to the accelerator. [`DeviceFeatureCache`] copies a split's features
-to the device once; the `Trainer` then iterates an index dataset (`sample_index`, `label`, `length`, `id`), whose
-collator ([`DeviceCacheCollator`]) hands over only the indices, and `SppSclTrainer._prepare_inputs` replaces
-them by `select_device_batch`: `index_select` on the device tensors. Sampling (shuffling, grouping by length,
-one shard per process) stays the `Trainer`'s own.
+to the device once; the `Trainer` (or any loop over a `DataLoader`) then iterates an index dataset (`sample_index`,
+`label`, `length`, `id`), whose collator ([`DeviceCacheCollator`]) returns the batch's features as `index_select`s
+on the device tensors: ordinary batches, already on the device. Sampling (shuffling, grouping by length, one
+shard per process) stays the `Trainer`'s own. The collator must run in the process that holds the device tensors:
+`DataLoader(num_workers=0, pin_memory=False)` (device tensors cannot be pinned, nor shared with worker processes).
 
 Texts are stored padded to the longest text of the split, with their mask; a batch is cut to its own longest text
 (known on the host, so no device sync), which is exactly what [`CachedFeatureCollator`] builds, so the head sees
@@ -14,22 +15,20 @@ collator does.
 """
 
 import uuid
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
+from torch.utils.data import get_worker_info
 
 from .cache_format import CachedFeatureCollator
 from .collators import Row, labels_tensor
 
 
+# The column naming the cache of a row (one collator serves the splits' caches).
 CACHE_KEY = "device_feature_cache"
-# Device caches by key: the collator's batches name their cache by key, so that they stay picklable (DataLoader
-# workers) and never carry device tensors; the collator that made them holds the strong references.
-_CACHES: "weakref.WeakValueDictionary[str, DeviceFeatureCache]" = weakref.WeakValueDictionary()
 
 
 def device_bytes(cache: Dataset) -> int:
@@ -81,7 +80,6 @@ class DeviceFeatureCache:
         self.labels = list(rows["label"]) if "label" in rows.column_names else None
         self.ids = [str(row_id) for row_id in rows["id"]]
         self.lengths = [int(length) for length in rows["length"]]
-        _CACHES[self.key] = self
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,35 +104,26 @@ class DeviceFeatureCache:
 
 
 class DeviceCacheCollator:
-    """Collator of [`DeviceFeatureCache.index_dataset`] rows: the indices (and labels), never the features."""
+    """Collator of [`DeviceFeatureCache.index_dataset`] rows: the features of the rows, selected on the device (what
+    [`CachedFeatureCollator`] gives for them, on the device), and their labels."""
 
     def __init__(self, caches: Sequence[DeviceFeatureCache]):
-        self.caches = list(caches)  # keeps them alive as long as training can ask for them
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"caches": []}  # a DataLoader worker only needs the keys, which the rows carry
+        self.caches = {cache.key: cache for cache in caches}
 
     def __call__(self, rows: Sequence[Row]) -> dict[str, Any]:
+        if get_worker_info() is not None:
+            raise RuntimeError(
+                "DeviceCacheCollator ran in a DataLoader worker: its features are tensors on the device, held by the "
+                "training process; use num_workers=0 (--dataloader_num_workers 0)"
+            )
         keys = {row[CACHE_KEY] for row in rows}
         if len(keys) != 1:
             raise ValueError(f"A batch mixes rows of {len(keys)} device caches")
-        batch = {CACHE_KEY: keys.pop(), "sample_index": torch.tensor([int(row["sample_index"]) for row in rows])}
+        batch = self.caches[keys.pop()].batch(torch.tensor([int(row["sample_index"]) for row in rows]))
         labels = labels_tensor(rows)
         if labels is not None:
-            batch["labels"] = labels
+            batch["labels"] = labels.to(batch["image_features"].device)
         return batch
 
 
-def select_device_batch(inputs: dict[str, Any]) -> dict[str, Any]:
-    """`inputs` with the device cache's features in place of its indices (other inputs are returned as they are)."""
-    if CACHE_KEY not in inputs:
-        return inputs
-    inputs = dict(inputs)
-    key = inputs.pop(CACHE_KEY)
-    cache = _CACHES.get(key)
-    if cache is None:
-        raise RuntimeError(f"The device feature cache {key} was released while a batch still names it")
-    return {**cache.batch(inputs.pop("sample_index")), **inputs}
-
-
-__all__ = ["DeviceCacheCollator", "DeviceFeatureCache", "device_bytes", "fits_on_device", "select_device_batch"]
+__all__ = ["DeviceCacheCollator", "DeviceFeatureCache", "device_bytes", "fits_on_device"]

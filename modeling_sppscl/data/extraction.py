@@ -1,26 +1,27 @@
-"""Running the frozen towers over a dataset and writing their outputs as one Arrow file (see `feature_cache`).
+"""Running the frozen towers over a dataset and writing each tower's outputs as one Arrow file (see `feature_cache`).
 
 The rows are read, tokenized and their images decoded by a torch `DataLoader` whose workers run the
 [`ImageTextCollator`] in parallel, so that an accelerator is not left waiting on the host; the towers run on the
 device given (the one training will use), under autocast in bfloat16/float16 where asked; the outputs are written
-batch by batch with `datasets`' `ArrowWriter`, so the file is never held in memory whole.
+batch by batch with `datasets`' `ArrowWriter`, so a file is never held in memory whole. The towers extracted
+together share one pass over the rows.
 """
 
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, Features
+from datasets import Dataset
 from datasets import Image as ImageFeature
 from datasets.arrow_writer import ArrowWriter
 from torch.utils.data import DataLoader
 from transformers.utils.logging import tqdm
 
 from ..modeling_sppscl import SppSclModel
-from .cache_format import cache_features
+from .cache_format import tower_features
 from .collators import ImageTextCollator
 
 
@@ -48,23 +49,21 @@ def default_num_workers(device: torch.device) -> int:
 
 
 class _ExtractionInputs:
-    """Collate function of the extraction `DataLoader` (runs in its workers): the rows' bookkeeping columns, the
-    tokenized texts (their token counts are kept for grouping by length) and, when the vision tower is cached,
-    the decoded and preprocessed images."""
+    """Collate function of the extraction `DataLoader` (runs in its workers): the rows' ids, and the inputs of the
+    towers extracted: the tokenized texts, the decoded and preprocessed images. This decode is the run's only one
+    of each image, so an image that does not decode is recorded (`image_problems`) and the blank image stands in."""
 
-    def __init__(self, collator: ImageTextCollator, towers: tuple[str, ...], kept: list[str]):
-        self.collator, self.towers, self.kept = collator, towers, kept
+    def __init__(self, collator: ImageTextCollator, towers: tuple[str, ...]):
+        self.collator, self.towers = collator, towers
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        text_inputs = self.collator.text_inputs(rows)
-        columns = {
-            "id": [str(row.get("id", "")) for row in rows],
-            "label": [row.get("label") for row in rows],
-            "length": text_inputs["attention_mask"].sum(dim=1).tolist(),
-            **{column: [row[column] for row in rows] for column in self.kept},
-        }
-        pixels = self.collator.image_inputs(rows)["pixel_values"] if "vision" in self.towers else None
-        return {"columns": columns, "text_inputs": text_inputs if "text" in self.towers else None, "pixel_values": pixels}
+        batch = {"ids": [str(row.get("id", "")) for row in rows], "text_inputs": None, "pixel_values": None}
+        if "text" in self.towers:
+            batch["text_inputs"] = self.collator.text_inputs(rows)
+        if "vision" in self.towers:
+            images, batch["image_problems"] = self.collator.decoded_images(rows)
+            batch["pixel_values"] = self.collator.processor.preprocess_images(images, return_tensors="pt")["pixel_values"]
+        return batch
 
 
 def _check_finite(features: torch.Tensor, ids: list[str], storage: torch.dtype, precision: str) -> None:
@@ -80,7 +79,7 @@ def _check_finite(features: torch.Tensor, ids: list[str], storage: torch.dtype, 
 
 
 class TowerRunner:
-    """The cached towers of `model` on `device`, under autocast at `precision`, writing rows of `cache_features`."""
+    """The cached towers of `model` on `device`, under autocast at `precision`, giving rows of `tower_features`."""
 
     def __init__(self, model: SppSclModel, towers: tuple[str, ...], device: torch.device, storage_dtype: str, precision: str):
         self.model, self.towers, self.device, self.precision = model, towers, device, precision
@@ -110,25 +109,25 @@ class TowerRunner:
             columns["attention_mask"] = list(mask.to(torch.int8).numpy())
         return columns
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        columns = dict(batch["columns"])
+    def __call__(self, batch: dict[str, Any]) -> dict[str, dict[str, list]]:
+        """Each tower's columns for the batch."""
+        columns = {}
         if batch["text_inputs"] is not None:
-            columns.update(self._text_columns(batch["text_inputs"], columns["id"]))
+            columns["text"] = self._text_columns(batch["text_inputs"], batch["ids"])
         if batch["pixel_values"] is not None:
             with self._autocast():
                 images = self.model.vision_tower_features(batch["pixel_values"].to(self.device, non_blocking=True))
             images = images.to("cpu", self.storage)
-            _check_finite(images, columns["id"], self.storage, self.precision)
-            columns["image_features"] = list(images.numpy())
+            _check_finite(images, batch["ids"], self.storage, self.precision)
+            columns["vision"] = {"image_features": list(images.numpy()), "image_problem": batch["image_problems"]}
         return columns
 
 
 def write_features(
     model: SppSclModel,
     dataset: Dataset,
-    path: Path,
+    paths: dict[str, Path],
     collator: ImageTextCollator,
-    towers: tuple[str, ...],
     batch_size: int,
     storage_dtype: str,
     device: torch.device,
@@ -136,39 +135,43 @@ def write_features(
     num_workers: int,
     description: str = "Extracting frozen-tower features",
 ) -> None:
-    """Run the `towers` of `model` on `device` over `dataset` and write their outputs to the Arrow file `path`.
+    """Run the towers named by `paths` ("text", "vision") on `device` over `dataset`, in one pass, and write each
+    tower's outputs to its Arrow file.
 
     The model is moved to `device` (training moves it there anyway) and left in the train/eval mode it had. A
     progress bar labelled `description` counts the pairs (transformers' tqdm: off after
     `transformers.utils.logging.disable_progress_bar()`, which `--disable_tqdm` calls).
     """
-    kept = [RAW_COLUMNS[name] for name in TOWERS if name not in towers]
-    missing = [column for column in kept if column not in dataset.column_names]
-    if missing:
-        raise ValueError(f"A one-tower cache keeps the other tower's raw column, but the dataset has no {missing} column")
-    # The kept image column is copied as stored (its file bytes), never decoded.
-    rows = dataset.cast_column("image", ImageFeature(decode=False)) if "image" in kept and isinstance(dataset.features["image"], ImageFeature) else dataset
-    raw = Features({column: dataset.features[column] for column in kept})
+    towers = tuple(name for name in TOWERS if name in paths)
+    # Images are decoded by the collator's `load_image` alone, from their bytes or file.
+    if isinstance(dataset.features.get("image"), ImageFeature):
+        dataset = dataset.cast_column("image", ImageFeature(decode=False))
+    columns = [column for column in ("id", *(RAW_COLUMNS[name] for name in towers)) if column in dataset.column_names]
     loader = DataLoader(
-        rows, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_ExtractionInputs(collator, towers, kept),
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        dataset.select_columns(columns), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=_ExtractionInputs(collator, towers), pin_memory=device.type == "cuda", persistent_workers=False,
     )
     runner = TowerRunner(model.to(device), towers, device, storage_dtype, precision)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), ExitStack() as stack:
             shape = runner.feature_map_shape(collator) if "vision" in towers else None
-            features = cache_features(storage_dtype, shape, runner.padded, raw)
             # Rows are large (up to 2.5 MB in the paper variant): flush every batch instead of every 1000 rows.
-            with ArrowWriter(features=features, path=str(path), writer_batch_size=batch_size) as writer, \
-                    tqdm(total=len(dataset), desc=description, unit="pair") as progress:
-                for batch in loader:
-                    writer.write_batch(runner(batch))
-                    progress.update(len(batch["columns"]["id"]))
+            writers = {
+                name: stack.enter_context(ArrowWriter(features=tower_features(name, storage_dtype, shape, runner.padded),
+                                                      path=str(paths[name]), writer_batch_size=batch_size))
+                for name in towers
+            }
+            progress = stack.enter_context(tqdm(total=len(dataset), desc=description, unit="pair"))
+            for batch in loader:
+                for name, tower_columns in runner(batch).items():
+                    writers[name].write_batch(tower_columns)
+                progress.update(len(batch["ids"]))
+            for writer in writers.values():
                 writer.finalize()
     finally:
         model.train(was_training)
 
 
-__all__ = ["PRECISIONS", "RAW_COLUMNS", "STORAGE_DTYPES", "TOWERS", "cache_features", "resolve_precision", "write_features"]
+__all__ = ["PRECISIONS", "RAW_COLUMNS", "STORAGE_DTYPES", "TOWERS", "resolve_precision", "write_features"]

@@ -2,22 +2,27 @@
 
 With a tower frozen (and in eval mode), what it returns for a sample never changes during training, yet the
 paper's code recomputes it twice per batch in every epoch. [`extract_features`] runs the frozen towers once over a
-dataset and stores their outputs on disk as a `datasets.Dataset`; [`CachedFeatureCollator`] turns its rows into
-batches that [`SppSclModel`] takes through `text_hidden_states=` / `image_features=`. With one tower trainable
-(fine-tuning the text tower next to a frozen vision tower, say), only the frozen tower is cached and the rows keep
-the other modality's raw column, which the collator turns into that tower's inputs at every step.
+dataset and stores their outputs on disk, one `datasets.Dataset` per tower; [`CachedFeatureCollator`] turns the
+rows into batches that [`SppSclModel`] takes through `text_hidden_states=` / `image_features=`. With one tower
+trainable (fine-tuning the text tower next to a frozen vision tower, say), only the frozen tower is cached and the
+rows keep the other modality's raw column, which the collator turns into that tower's inputs at every step.
 
-Storage (one Arrow file per cache, memory-mapped when read): `text_hidden_states` is a flat list holding the
-`[k, n, H]` array given by `text_shape` (a flat list reads about twice as fast as a dynamic `Array3D` and keeps the
-`[k, n, H]` order), `image_features` an `Array3D` `[C, h, w]`. With `text_pooling="masked_mean"` only the `n` real
-tokens are kept (the summary token and the separator included); with `"padded_mean"` (paper) the whole padded text
-and its `attention_mask` are kept, since the head averages over the padding's features too.
+Each tower's cache is keyed by what its outputs depend on alone (see `fingerprint.py`): the text tower's by the
+text tower, the tokenizer and the texts; the vision tower's by the vision tower, the image processor and the
+image bytes. A run that changes only the text tower, or only which tower trains, reuses the vision tower's cache
+(and the reverse). The rows returned join the rows' own `id` and `label`, a `length` column (tokens, for
+grouping by length) and the towers' columns.
 
-The cache folder is `cache_dir/<fingerprint>/` (see `fingerprint.py`: the cached towers' configs and weights, the
-processor, the head settings that choose what is stored, storage dtype, extraction precision and the rows'
-content, image bytes included). It is written under a staging name and renamed when complete, so a folder with
-the fingerprint's name is always a finished cache; staging folders left by a killed extraction are never read and
-are removed by the next extraction on the same machine.
+Storage (one Arrow file per tower cache, memory-mapped when read): `text_hidden_states` is a flat list holding
+the `[k, n, H]` array given by `text_shape` (a flat list reads about twice as fast as a dynamic `Array3D` and keeps
+the `[k, n, H]` order), `image_features` an `Array3D` `[C, h, w]`. With `text_pooling="masked_mean"` only the `n`
+real tokens are kept (the summary token and the separator included); with `"padded_mean"` (paper) the whole padded
+text and its `attention_mask` are kept, since the head averages over the padding's features too.
+
+A tower's cache folder is `cache_dir/<tower>-<fingerprint>/`. The towers extracted together are written under one
+staging folder and each renamed into place when complete, so a folder with a fingerprint's name is always a
+finished cache; staging folders left by a killed extraction are never read and are removed by the next
+extraction on the same machine.
 """
 
 import json
@@ -33,14 +38,15 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import PartialState
-from datasets import Dataset
+from datasets import Dataset, Value, concatenate_datasets
+from datasets import Image as ImageFeature
 
 from ..modeling_sppscl import SppSclModel
 from ..processing_sppscl import SppSclProcessor
-from .cache_format import CachedFeatureCollator, cache_features
+from .cache_format import CachedFeatureCollator, tower_features
 from .collators import ImageTextCollator
-from .extraction import STORAGE_DTYPES, TOWERS, default_num_workers, resolve_precision, write_features
-from .fingerprint import CACHE_FORMAT_VERSION, cache_fingerprint, cache_fingerprint_parts, processor_settings, weights_digest
+from .extraction import RAW_COLUMNS, STORAGE_DTYPES, TOWERS, default_num_workers, resolve_precision, write_features
+from .fingerprint import CACHE_FORMAT_VERSION, cache_fingerprint, processor_settings, tower_fingerprint_parts, weights_digest
 
 
 logger = logging.getLogger(__name__)
@@ -128,10 +134,8 @@ def _publish(staging: Path, folder: Path) -> None:
 
 
 def load_feature_cache(folder: str | Path) -> Dataset:
-    """A cache written by [`extract_features`], memory-mapped, formatted for [`CachedFeatureCollator`]."""
-    cache = Dataset.from_file(str(Path(folder) / FEATURES_FILE))
-    # numpy keeps the stored dtype (dtype=None); the collator upcasts float16 in torch, which is ~3x faster.
-    return cache.with_format("numpy", dtype=None)
+    """One tower's cache written by [`extract_features`], memory-mapped."""
+    return Dataset.from_file(str(Path(folder) / FEATURES_FILE))
 
 
 def default_cache_dir() -> Path:
@@ -174,10 +178,11 @@ def extract_features(
         split: the split's name, shown in the log line and progress bar of the extraction.
 
     Returns:
-        A memory-mapped `datasets.Dataset` with `id`, `label`, `length` (real tokens, for grouping by length) and
-        the cached towers' columns: `text_shape`, `text_hidden_states` (and `attention_mask` for `padded_mean`);
-        `image_features`. Read from `cache_dir/<fingerprint>/` when the same towers, processor, settings and
-        rows were seen before. [`CachedFeatureCollator`] batches it.
+        A `datasets.Dataset` with `id`, `label` (None where the rows have none), `length` (tokens, for grouping by
+        length) and the cached towers' columns, memory-mapped: `text_shape`, `text_hidden_states` (and
+        `attention_mask` for `padded_mean`); `image_features`; a one-tower cache keeps the other tower's raw column.
+        Each tower's columns are read from `cache_dir/<tower>-<fingerprint>/` when the same tower, processor
+        settings and texts (images) were seen before. [`CachedFeatureCollator`] batches it.
     """
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {tuple(STORAGE_DTYPES)}, got {storage_dtype!r}")
@@ -185,39 +190,72 @@ def extract_features(
         raise ValueError("extract_features got an empty dataset")
     _check_towers(model, tuple(towers))
     towers = tuple(name for name in TOWERS if name in towers)
+    kept = [RAW_COLUMNS[name] for name in TOWERS if name not in towers]
+    missing = [column for column in kept if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"A one-tower cache keeps the other tower's raw column, but the dataset has no {missing} column")
     _check_processor_padding(model, processor)
     _warn_train_mode_towers(model)
     device = torch.device(device) if device is not None else PartialState().device
     precision = resolve_precision(precision, device)
-    parts = cache_fingerprint_parts(model, processor, dataset, storage_dtype, tuple(blank_image_size), towers, precision)
     cache_dir = Path(cache_dir if cache_dir is not None else default_cache_dir())
-    folder = cache_dir / cache_fingerprint(parts)
-    if (folder / MANIFEST_FILE).is_file():
-        logger.info("reusing cache %s", folder)
-        return load_feature_cache(folder)
+    parts = {name: tower_fingerprint_parts(name, model, processor, dataset, storage_dtype, tuple(blank_image_size), precision) for name in towers}
+    folders = {name: cache_dir / f"{name}-{cache_fingerprint(parts[name])}" for name in towers}
+    for name, folder in folders.items():
+        if (folder / MANIFEST_FILE).is_file():
+            logger.info("reusing cache %s", folder)
+    missing_towers = {name: folder for name, folder in folders.items() if not (folder / MANIFEST_FILE).is_file()}
+    if missing_towers:
+        collator = ImageTextCollator(processor, blank_image_size=blank_image_size)
+        workers = default_num_workers(device) if num_workers is None else num_workers
+        _extract(model, dataset, missing_towers, parts, cache_dir, collator, batch_size, storage_dtype, device, precision, workers, split)
+    return _join(dataset, processor, {name: load_feature_cache(folder) for name, folder in folders.items()}, kept)
+
+
+def _extract(model, dataset, folders, parts, cache_dir, collator, batch_size, storage_dtype, device, precision, workers, split) -> None:
+    """Run the towers of `folders` in one pass and publish each tower's cache in its folder."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_staging(cache_dir):
         logger.warning("removed %s, left by an interrupted extraction", stale)
-    if folder.is_dir():  # a format-1 folder whose extraction was interrupted before its manifest was written
-        shutil.rmtree(folder)
-    staging = cache_dir / f"{STAGING_PREFIX}{folder.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    for folder in folders.values():
+        if folder.is_dir():  # a folder whose extraction was interrupted before its manifest was written
+            shutil.rmtree(folder)
+    name = cache_fingerprint({tower: folder.name for tower, folder in folders.items()})
+    staging = cache_dir / f"{STAGING_PREFIX}{name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     description = "Extracting frozen-tower features" + (f" ({split})" if split else "")
     # The towers over every pair can take minutes to hours: say what starts, then show its progress.
-    logger.info("%s: the %s tower(s) over %d pairs on %s (%s, batches of %d)", description, " and ".join(towers), len(dataset), device,
+    logger.info("%s: the %s tower(s) over %d pairs on %s (%s, batches of %d)", description, " and ".join(folders), len(dataset), device,
                 precision, batch_size)
     try:
-        collator = ImageTextCollator(processor, blank_image_size=blank_image_size)
-        workers = default_num_workers(device) if num_workers is None else num_workers
-        write_features(model, dataset, staging / FEATURES_FILE, collator, towers, batch_size, storage_dtype, device, precision, workers,
-                       description)
-        (staging / MANIFEST_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True) + "\n")
-        _publish(staging, folder)
-    except Exception:
+        for tower in folders:
+            (staging / tower).mkdir()
+        write_features(model, dataset, {tower: staging / tower / FEATURES_FILE for tower in folders}, collator, batch_size, storage_dtype,
+                       device, precision, workers, description)
+        for tower, folder in folders.items():
+            (staging / tower / MANIFEST_FILE).write_text(json.dumps(parts[tower], indent=2, sort_keys=True) + "\n")
+            _publish(staging / tower, folder)
+            logger.info("wrote cache %s (%s tower on %s, %s)", folder, tower, device, precision)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    logger.info("wrote cache %s (towers %s on %s, %s)", folder, ",".join(towers), device, precision)
-    return load_feature_cache(folder)
+
+
+def _join(dataset: Dataset, processor: SppSclProcessor, caches: dict[str, Dataset], kept: list[str]) -> Dataset:
+    """The rows' `id`, `label` and `length`, the towers' cached columns and the `kept` raw columns, side by side."""
+    if isinstance(dataset.features.get("image"), ImageFeature):
+        dataset = dataset.cast_column("image", ImageFeature(decode=False))  # kept as stored (its bytes), never decoded
+    if dataset._indices is not None:
+        dataset = dataset.flatten_indices()
+    lengths = processor.tokenizer(list(dataset["text"]), truncation=True, max_length=processor.text_max_length)["input_ids"]
+    rows = Dataset.from_dict(
+        {"id": [str(row_id) for row_id in dataset["id"]],
+         "label": list(dataset["label"]) if "label" in dataset.column_names else [None] * len(dataset),
+         "length": [len(ids) for ids in lengths]},
+        features=datasets.Features({"id": Value("string"), "label": Value("int64"), "length": Value("int32")}),
+    )
+    joined = concatenate_datasets([rows, *caches.values(), dataset.select_columns(kept)], axis=1)
+    # numpy keeps the stored dtype (dtype=None); the collator upcasts float16 in torch, which is ~3x faster.
+    return joined.with_format("numpy", dtype=None)
 
 
 __all__ = [
@@ -225,13 +263,13 @@ __all__ = [
     "CachedFeatureCollator",
     "STORAGE_DTYPES",
     "TOWERS",
-    "cache_features",
     "cache_fingerprint",
-    "cache_fingerprint_parts",
     "extract_features",
     "frozen_towers",
     "load_feature_cache",
     "processor_settings",
     "remove_stale_staging",
+    "tower_features",
+    "tower_fingerprint_parts",
     "weights_digest",
 ]

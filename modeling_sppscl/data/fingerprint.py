@@ -1,8 +1,10 @@
-"""Fingerprint of a feature cache: a digest of every input that changes what the cache holds.
+"""Fingerprint of a tower's feature cache: a digest of every input that changes what the tower's cache holds.
 
-The rows are identified by their content, never by where they came from: ids, texts and labels, and each image's
-bytes (the file's bytes for a path, so an image file replaced in place gets a new cache; the pixels for a PIL
-image or an array).
+Each tower has its own cache: the text tower's outputs depend on the text tower, the tokenizer and the texts; the
+vision tower's on the vision tower, the image processor and the images. The rows are identified by that content,
+never by where they came from: the texts, and each image's bytes (the file's bytes for a path, so an image file
+replaced in place gets a new cache; the encoded bytes of a `datasets.Image` value; the pixels only for an
+array). Ids and labels are no part of it: the cache is joined to the rows' own.
 """
 
 import hashlib
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
@@ -23,8 +24,9 @@ from ..processing_sppscl import SppSclProcessor
 
 
 # Bump when the stored layout changes, so that caches written by an older layout are not read.
-CACHE_FORMAT_VERSION = 2
-CONTENT_COLUMNS = ("id", "text", "label")
+CACHE_FORMAT_VERSION = 3
+# The processor's settings that change what the vision tower sees; the others change what the text tower sees.
+VISION_SETTINGS = ("image_processor", "max_pixels", "max_aspect_ratio")
 
 
 def _digest_json(value: Any) -> str:
@@ -61,9 +63,11 @@ def _tokenizer_settings(tokenizer) -> dict[str, Any]:
     }
 
 
-def processor_settings(processor: SppSclProcessor) -> dict[str, Any]:
-    """Everything of the processor that changes what the towers see (image processor, tokenizer, padding)."""
-    return {"processor": processor.to_dict(), "tokenizer": _tokenizer_settings(processor.tokenizer)}
+def processor_settings(processor: SppSclProcessor, tower: str) -> dict[str, Any]:
+    """Everything of the processor that changes what `tower` sees: the image processor and the image limits for
+    "vision"; the tokenizer, the text length, padding and limit for "text"."""
+    settings = {key: value for key, value in processor.to_dict().items() if (key in VISION_SETTINGS) == (tower == "vision")}
+    return settings if tower == "vision" else {**settings, "tokenizer": _tokenizer_settings(processor.tokenizer)}
 
 
 def _image_bytes(image: Any) -> bytes:
@@ -77,57 +81,57 @@ def _image_bytes(image: Any) -> bytes:
         return b"file:" + (path.read_bytes() if path.is_file() else f"missing {path}".encode())
     if isinstance(image, (bytes, bytearray)):
         return b"bytes:" + bytes(image)
-    if isinstance(image, PIL.Image.Image):
-        return f"pil:{image.mode}:{image.size}:".encode() + image.tobytes()
     array = np.ascontiguousarray(image)
     return f"array:{array.dtype}:{array.shape}:".encode() + array.tobytes()
 
 
-def dataset_digest(dataset: Dataset, batch_size: int = 256) -> str:
-    """Hash of the rows' content: `id`, `text`, `label` and the image bytes, in order (other columns are not read).
+def column_digest(dataset: Dataset, column: str, batch_size: int = 256) -> str:
+    """Hash of the rows' `text` or `image` column, in order: the texts, or the image bytes (images are not decoded).
 
     blake2b reads about 1.4 GB/s; reading the image files costs what reading them for extraction costs.
     """
-    if isinstance(dataset.features.get("image"), ImageFeature):
+    if column == "image" and isinstance(dataset.features.get("image"), ImageFeature):
         dataset = dataset.cast_column("image", ImageFeature(decode=False))
-    columns = [column for column in (*CONTENT_COLUMNS, "image") if column in dataset.column_names]
     hasher = hashlib.blake2b(digest_size=16)
-    hasher.update(_digest_json({"rows": len(dataset), "columns": columns}).encode())
-    for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
-        hasher.update(_digest_json({column: batch[column] for column in CONTENT_COLUMNS if column in batch}).encode())
-        for image in batch.get("image", []):
+    hasher.update(_digest_json({"rows": len(dataset), "column": column}).encode())
+    for batch in dataset.select_columns([column]).iter(batch_size=batch_size):
+        if column == "text":
+            hasher.update(_digest_json(batch["text"]).encode())
+            continue
+        for image in batch["image"]:
             data = _image_bytes(image)
             # The length first, so that no two sequences of images hash the same bytes.
             hasher.update(len(data).to_bytes(8, "little") + data)
     return hasher.hexdigest()
 
 
-def cache_fingerprint_parts(
+def tower_fingerprint_parts(
+    tower: str,
     model: SppSclModel,
     processor: SppSclProcessor,
     dataset: Dataset,
     storage_dtype: str,
     blank_image_size: tuple[int, int],
-    towers: tuple[str, ...] = ("text", "vision"),
     precision: str = "float32",
 ) -> dict[str, str]:
-    """Digest of each input the cache depends on (written next to the cache, to tell what changed). A one-tower
-    cache does not depend on the other tower, whose weights change as it trains."""
+    """Digest of each input the cache of `tower` ("text" or "vision") depends on (written next to the cache, to
+    tell what changed). It does not depend on the other tower, nor on which tower trains."""
     config = model.config
     parts = {
         "format_version": str(CACHE_FORMAT_VERSION),
-        "cached_towers": ",".join(towers),
-        "processor": _digest_json(processor_settings(processor)),
+        "tower": tower,
+        "processor": _digest_json(processor_settings(processor, tower)),
         "storage_dtype": storage_dtype,
-        "blank_image_size": _digest_json(list(blank_image_size)),
         "precision": precision,
-        "dataset": dataset_digest(dataset),
     }
-    if "text" in towers:
+    if tower == "text":
+        parts["texts"] = column_digest(dataset, "text")
         parts["text_config"] = _digest_json(config.text_config.to_dict())
         parts["text_weights"] = weights_digest(model.text_model)
         parts["head_inputs"] = _digest_json({"num_text_layers": config.num_text_layers, "text_pooling": config.text_pooling})
-    if "vision" in towers:
+    else:
+        parts["images"] = column_digest(dataset, "image")
+        parts["blank_image_size"] = _digest_json(list(blank_image_size))
         parts["vision_config"] = _digest_json(config.vision_config.to_dict())
         parts["vision_weights"] = weights_digest(model.vision_model)
     return parts
@@ -138,4 +142,4 @@ def cache_fingerprint(parts: dict[str, str]) -> str:
     return _digest_json(parts)
 
 
-__all__ = ["CACHE_FORMAT_VERSION", "cache_fingerprint", "cache_fingerprint_parts", "dataset_digest", "processor_settings", "weights_digest"]
+__all__ = ["CACHE_FORMAT_VERSION", "cache_fingerprint", "column_digest", "processor_settings", "tower_fingerprint_parts", "weights_digest"]

@@ -171,4 +171,20 @@ def log_summary(summary: dict[str, dict[str, Any]], report: dict[str, Any], repo
         (Path(report_dir) / "data_report.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
-__all__ = ["cap_text_length", "check_before_training", "check_output_dir", "text_tower_limit"]
+def update_image_counts(report_dir: str, report: dict[str, Any]) -> None:
+    """`data_report.json` after the images' one decode (see `validation.apply_pixel_problems`), which comes after
+    these checks: each split's pairs and images skipped or blanked, from `report`."""
+    path = Path(report_dir) / "data_report.json"
+    if not path.is_file():
+        return
+    document = json.loads(path.read_text())
+    for split, numbers in document["splits"].items():
+        skipped = report.get("skipped", {}).get(split, 0) - numbers["skipped_for_image"]
+        numbers["pairs"] -= skipped
+        numbers["skipped_for_image"] += skipped
+        if not document["text_only"]:
+            numbers["blank_image"] = report.get("blanked", {}).get(split, 0)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+__all__ = ["cap_text_length", "check_before_training", "check_output_dir", "text_tower_limit", "update_image_counts"]

@@ -32,12 +32,11 @@ import datasets
 from ..processing_sppscl import load_image
 from .builders import class_label_names, csv_line_locator, image_feature_of, open_datasets_dataset, read_csv_as_strings, read_with_builder
 from .labels import HFM_LABEL_NAMES, MVSA_LABEL_NAMES, clmlf_label_names
-from .validation import LoadedData, RawRow, blank_image, build_loaded_data, new_report
+from .validation import SPLIT_ORDER, LoadedData, RawRow, blank_image, build_loaded_data, new_report
 
 
 logger = logging.getLogger(__name__)
 
-SPLIT_ORDER = ("train", "validation", "test")
 CLMLF_IMAGE_FOLDERS = ("images", "dataset_image")
 
 PathLike = str | os.PathLike

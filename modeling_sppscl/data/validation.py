@@ -9,6 +9,8 @@ Rules:
 - Images are checked from their header (`image_size`), or decoded at reduced size (`verify_pixels`, which
   catches truncated files too); a missing or unreadable one raises (`missing_image="error"`), drops the pair
   (`"skip"`) or keeps it with `image=None` (`"blank"`; `blank_image` stands in for it).
+- A run that decodes each image once checks headers when reading, and its one decode (the feature extraction's,
+  or `apply_pixel_problems`' own pass) meets the same policy afterwards, through `apply_pixel_problems`.
 """
 
 import logging
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 MISSING_IMAGE_MODES = ("error", "skip", "blank")
 EMPTY_TEXT_MODES = ("error", "skip")
+# The splits, in the order every reader gives them (the one list of them).
 SPLIT_ORDER = ("train", "validation", "test")
 MAX_LISTED_PROBLEMS = 5
 
@@ -113,8 +116,8 @@ def image_problem(image: Any, name: str, verify_pixels: bool) -> str | None:
     return None
 
 
-def raise_image_problems(split: str, rows: list[RawRow], problems: dict[int, str]) -> None:
-    listed = "; ".join(f"{rows[index].where}: {problem}" for index, problem in list(problems.items())[:MAX_LISTED_PROBLEMS])
+def raise_image_problems(split: str, wheres: list[str], problems: dict[int, str]) -> None:
+    listed = "; ".join(f"{wheres[index]}: {problem}" for index, problem in list(problems.items())[:MAX_LISTED_PROBLEMS])
     raise ValueError(
         f"{len(problems)} image(s) of split {split!r} missing or unreadable, e.g. {listed}. "
         "Pass missing_image='skip' to drop these pairs or missing_image='blank' to keep them with a blank image "
@@ -167,9 +170,9 @@ def split_columns(split: str, rows: list[RawRow], mapper: LabelMapper, missing_i
     report["case_normalised_labels"][split] = mapper.case_matched - before
     if report["case_normalised_labels"][split]:
         logger.warning("%s, split %s: %d label(s) matched to a class by case only", report["source"], split, report["case_normalised_labels"][split])
-    problems = {} if report["text_only"] else image_problems(rows, verify_pixels, split)
+    problems = {} if report["text_only"] else image_problems([row.image for row in rows], verify_pixels, split)
     if problems and missing_image == "error":
-        raise_image_problems(split, rows, problems)
+        raise_image_problems(split, [row.where for row in rows], problems)
     report["skipped"][split] = len(problems) if missing_image == "skip" else 0
     report["blanked"][split] = len(problems) if missing_image == "blank" else 0
     report["dropped_texts"][split] = len(empty)
@@ -189,18 +192,51 @@ def split_columns(split: str, rows: list[RawRow], mapper: LabelMapper, missing_i
     }
 
 
-def image_problems(rows: list[RawRow], verify_pixels: bool, split: str) -> dict[int, str]:
+def image_problems(images: list[Any], verify_pixels: bool, split: str) -> dict[int, str]:
     """Row index -> problem, for the rows whose image is missing or unreadable. Takes minutes on a large split, so
     it is announced and shows a progress bar (transformers' tqdm, which `--disable_tqdm` turns off)."""
     description = f"Checking images ({split})"
     how = "decoding each at reduced size" if verify_pixels else "reading each header"
-    logger.info("%s: %d images, %s", description, len(rows), how)
+    logger.info("%s: %d images, %s", description, len(images), how)
     problems = {}
-    for index, row in enumerate(tqdm(rows, desc=description, unit="image")):
-        problem = image_problem(row.image, describe_image(row.image), verify_pixels)
+    for index, image in enumerate(tqdm(images, desc=description, unit="image")):
+        problem = image_problem(image, describe_image(image), verify_pixels)
         if problem is not None:
             problems[index] = problem
     return problems
+
+
+def apply_pixel_problems(splits: dict[str, datasets.Dataset], missing_image: str, report: dict[str, Any],
+                         problems: dict[str, dict[int, str]] | None = None) -> dict[str, datasets.Dataset]:
+    """The `missing_image` policy for the images whose pixels do not decode (truncated files), after reading
+    checked only their headers: `problems` (split -> row index -> problem) as found by a pass that decoded them
+    already (the feature extraction, whose features of such a row are the blank image's), else each split's images
+    are decoded here at reduced size. Counts go to `report` (`skipped`, `blanked`, `rows`)."""
+    checked = {}
+    for split, dataset in splits.items():
+        feature = dataset.features.get("image")
+        if isinstance(feature, datasets.Image):  # read as stored: the check below is the one decode
+            dataset = dataset.cast_column("image", datasets.Image(decode=False))
+        found = (problems or {}).get(split)
+        if found is None:  # None stands for an image already missing (blanked when read, or no image column)
+            images = list(dataset["image"]) if "image" in dataset.column_names else []
+            present = [index for index, image in enumerate(images) if image is not None]
+            found = {present[index]: problem for index, problem in image_problems([images[i] for i in present], True, split).items()}
+        if found and missing_image == "error":
+            raise_image_problems(split, [f"id {str(row_id)!r}" for row_id in dataset["id"]], found)
+        if found:
+            logger.warning("split %s: %d of %d images do not decode; %s", split, len(found), len(dataset),
+                           "dropped" if missing_image == "skip" else "kept with a blank image")
+        if found and missing_image == "skip":
+            dataset = dataset.select([index for index in range(len(dataset)) if index not in found])
+            report["skipped"][split] = report["skipped"].get(split, 0) + len(found)
+            report["rows"][split] = len(dataset)
+        elif found:
+            if "image" in dataset.column_names:
+                dataset = dataset.map(lambda row, index: {"image": None} if index in found else {}, with_indices=True)
+            report["blanked"][split] = report["blanked"].get(split, 0) + len(found)
+        checked[split] = dataset.cast_column("image", feature) if isinstance(feature, datasets.Image) else dataset
+    return checked
 
 
 def describe_image(image: Any) -> str:
@@ -209,4 +245,4 @@ def describe_image(image: Any) -> str:
     return str(image)
 
 
-__all__ = ["LoadedData", "RawRow", "blank_image", "build_loaded_data", "new_report"]
+__all__ = ["LoadedData", "RawRow", "apply_pixel_problems", "blank_image", "build_loaded_data", "new_report"]

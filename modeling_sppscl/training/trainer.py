@@ -19,7 +19,6 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
 
-from ..data.device_cache import select_device_batch
 from ..hub.model_card import is_sppscl_card
 from ..loss_sppscl import SppSclLoss
 from .checkpoints import AtomicCheckpointsMixin
@@ -171,10 +170,6 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
         if eval_dataset is None or not has_length(eval_dataset):
             return None
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
-
-    def _prepare_inputs(self, inputs):
-        # A device-resident feature cache's batches hold indices: its features are selected on the device here.
-        return super()._prepare_inputs(select_device_batch(inputs))
 
     # ----- the update ---------------------------------------------------------------------------------------
     def floating_point_ops(self, inputs) -> int:
