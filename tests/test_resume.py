@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_sppscl.training.checkpoints import STAGING_DIR
+from modeling_sppscl.training.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 from run_sppscl import resume_checkpoint
 
@@ -17,7 +17,7 @@ from distributed_two_step import RandomFeatures  # noqa: E402
 from conftest import collate_feature_rows, tiny_model  # noqa: E402
 
 
-def make_trainer(output_dir, max_steps, update):
+def make_trainer(output_dir, max_steps, update, **arguments):
     args = SppSclTrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=8,
@@ -30,6 +30,7 @@ def make_trainer(output_dir, max_steps, update):
         use_cpu=True,
         seed=0,
         sppscl_update=update,
+        **arguments,
     )
     return SppSclTrainer(model=tiny_model("default", seed=1), args=args, train_dataset=RandomFeatures(), data_collator=collate_feature_rows)
 
@@ -78,16 +79,19 @@ def test_killed_while_saving_resumes_from_the_last_complete_checkpoint(tmp_path)
     kill_while_saving(killed, 6)
     with pytest.raises(SimulatedKill):
         killed.train()
-    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-3"]
-    assert (run_dir / STAGING_DIR / "checkpoint-6" / "model.safetensors").is_file()  # the half-written one
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    assert (run_dir / "checkpoint-6" / "model.safetensors").is_file()  # the half-written one, unmarked
+    assert [(run_dir / name / COMPLETE_MARKER).is_file() for name in ("checkpoint-3", "checkpoint-6")] == [True, False]
 
-    checkpoint = resume_checkpoint("last", run_dir)
-    assert checkpoint == str(run_dir / "checkpoint-3")
+    # `last` is the Trainer's own resume_from_checkpoint=True; the half-written folder is set aside first.
+    assert resume_checkpoint("last", run_dir) is True
     resumed = make_trainer(run_dir, 8, "two_step")
-    resumed.train(resume_from_checkpoint=checkpoint)
+    resumed.train(resume_from_checkpoint=True)
     assert_same_weights(resumed, straight)
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6", "checkpoint-8"]
-    assert not (run_dir / STAGING_DIR).exists()  # the leftover was cleared, the new checkpoint renamed in place
+    assert all((run_dir / f"checkpoint-{step}" / COMPLETE_MARKER).is_file() for step in (3, 6, 8))
+    aside = run_dir / ".incomplete-checkpoint-6"
+    assert (aside / "model.safetensors").is_file() and not (aside / "rng_state.pth").exists()
 
 
 def test_last_passes_over_a_cut_short_checkpoint_folder(tmp_path):
@@ -96,7 +100,8 @@ def test_last_passes_over_a_cut_short_checkpoint_folder(tmp_path):
     cut_short = tmp_path / "checkpoint-6"
     cut_short.mkdir()
     (cut_short / "config.json").write_text("{}")
-    assert resume_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-3")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
+    assert resume_checkpoint("last", tmp_path) is True
     with pytest.raises(ValueError, match="no complete checkpoint-N folder in"):
         resume_checkpoint("last", tmp_path / "checkpoint-6")
 
