@@ -124,9 +124,10 @@ def test_rotation_keeps_the_last_complete_checkpoint_until_the_new_one_is(tmp_pa
 
 
 def test_save_total_limit_one_keeps_only_the_best_at_the_end(tmp_path):
-    """As the Trainer does with `load_best_model_at_end` and a limit of 1."""
-    trainer = make_trainer(tmp_path, 8, "two_step", RandomFeatures(16), save_total_limit=1, eval_strategy="steps",
-                           eval_steps=3, load_best_model_at_end=True, metric_for_best_model="loss")
+    """As the Trainer does with `load_best_model_at_end` and a limit of 1 (set with `set_save`, taken over too)."""
+    trainer = make_trainer(tmp_path, 8, "two_step", RandomFeatures(16), eval_strategy="steps", eval_steps=3,
+                           load_best_model_at_end=True, metric_for_best_model="loss")
+    trainer.args.set_save(strategy="steps", steps=3, total_limit=1)
     trainer.train()
     best = Path(trainer.state.best_model_checkpoint)
     assert best.name != "checkpoint-8"  # the rotation keeps the newest with the best: only the end removes it
