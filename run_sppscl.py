@@ -436,9 +436,9 @@ def cache_on_device(option: str, caches: list, device) -> bool:
     return option == "true" or (option == "auto" and fits_on_device(caches, device))
 
 
-def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:
-    """`--resume_from_checkpoint PATH`, or `--resume_from_checkpoint last` for the newest complete one in the
-    output folder (a checkpoint being written when a run was killed is passed over)."""
+def resume_checkpoint(requested: str | None, output_dir: Path) -> str | bool | None:
+    """`--resume_from_checkpoint PATH`, or for `--resume_from_checkpoint last` the Trainer's own `True`: the newest
+    complete checkpoint in the output folder (one a killed run left half-written is set aside, see `checkpoints`)."""
     if requested != "last":
         return requested
     checkpoint = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
@@ -446,7 +446,7 @@ def resume_checkpoint(requested: str | None, output_dir: Path) -> str | None:
         raise ValueError(f"--resume_from_checkpoint last: no complete checkpoint-N folder in {output_dir}; "
                          "train without --resume_from_checkpoint to start afresh")
     logger.info("Resuming from %s", checkpoint)
-    return checkpoint
+    return True
 
 
 def set_up_logging(training_args: SppSclTrainingArguments) -> None:
@@ -588,7 +588,7 @@ def run() -> dict:
             from modeling_sppscl.reporting.plots import write_plots
 
             write_plots(output_dir, trainer, splits)
-    if training_args.push_to_hub:
+    if training_args.sppscl_push_to_hub:
         trainer.push_to_hub(commit_message="SPP-SCL fine-tuned with run_sppscl.py")
         if space_args.push_space and trainer.is_world_process_zero():
             url = push_space(output_dir / "space", space_args.push_space, training_args.hub_token, training_args.hub_private_repo)

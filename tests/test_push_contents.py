@@ -24,7 +24,10 @@ from modeling_sppscl.hub.export import CODE_FILES
 from modeling_sppscl.training import checkpoints
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
-from conftest import tiny_model, tiny_processor
+sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
+from distributed_two_step import RandomFeatures  # noqa: E402
+
+from conftest import collate_feature_rows, tiny_model, tiny_processor  # noqa: E402
 
 
 MODEL = {"config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json", *CODE_FILES}
@@ -118,6 +121,25 @@ def test_checkpoint_push_ignores_what_the_output_folder_holds(monkeypatch, tmp_p
     trainer.state.global_step = 3
     trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
     assert [files for _, _, files in hub.uploads] == [MODEL]
+
+
+@pytest.mark.parametrize("asked", ["argument", "set_push_to_hub"])
+def test_the_trainer_makes_no_push_of_its_own(monkeypatch, tmp_path, asked):
+    """Trained with push_to_hub=True to one checkpoint: the one upload is ours, the checkpoint's model; the Trainer's
+    own checkpoint push would also send the output folder's data report and training_args.bin."""
+    hub = RecordedUploads(monkeypatch)
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "data_report.json").write_text("{}")
+    push = {"push_to_hub": True, "hub_model_id": "user/m", "hub_strategy": "every_save"} if asked == "argument" else {}
+    args = SppSclTrainingArguments(output_dir=str(output_dir), report_to=[], use_cpu=True, max_steps=2, save_steps=2,
+                                   per_device_train_batch_size=8, **push)
+    if asked == "set_push_to_hub":
+        args.set_push_to_hub("user/m", strategy="every_save")
+    trainer = SppSclTrainer(model=tiny_model("default", seed=1), args=args, train_dataset=RandomFeatures(16),
+                            data_collator=collate_feature_rows)
+    trainer.train()
+    assert [files for _, _, files in hub.uploads] == [{"config.json", "model.safetensors", *CODE_FILES}]
 
 
 # ----- the final model folder: complete or absent --------------------------------------------------------------

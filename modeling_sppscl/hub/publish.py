@@ -49,9 +49,9 @@ def check_hub_repo(repo_id: str, option: str, token: str | None = None, private:
 def check_hub_access(space_args, training_args) -> None:
     """Before any work: the token and the repositories of --push_to_hub / --push_space (one-line error if unusable);
     `hub_model_id` becomes the full repository id, which the card's snippets and the Space load."""
-    if space_args.push_space and not training_args.push_to_hub:
+    if space_args.push_space and not training_args.sppscl_push_to_hub:
         raise HubAccessError("--push_space needs --push_to_hub: the Space loads the model from its Hub repository")
-    if not training_args.push_to_hub or not training_args.should_save:
+    if not training_args.sppscl_push_to_hub or not training_args.should_save:
         return
     requested = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
     token, private = training_args.hub_token, training_args.hub_private_repo
@@ -72,7 +72,7 @@ def write_card(output_dir: Path, trainer, results: dict, model_args, data_args, 
     base_models = [name for name in (model_args.model_name_or_path, model_args.text_model_name_or_path, model_args.vision_model_name_or_path) if name]
     trained = "train" in results
     # The snippets load what a reader has: the Hub repository when pushed, else this folder.
-    repo_id = training_args.hub_model_id if training_args.push_to_hub else str(output_dir)
+    repo_id = training_args.hub_model_id if training_args.sppscl_push_to_hub else str(output_dir)
     dataset_id = data_args.dataset_name if data_args.dataset_name and not os.path.exists(data_args.dataset_name) else None
     write_model_card(
         output_dir, config, split_metrics, training_hyperparameters(trainer) if trained else {}, base_models,
@@ -121,7 +121,7 @@ def write_model_space(output_dir: Path, trainer, metrics: dict, raw_splits: dict
     classifies right, or else up to three pairs of the evaluation data."""
     model, processor, training_args = trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, trainer.args
     labels = [model.config.id2label[index] for index in sorted(model.config.id2label)]
-    location = training_args.hub_model_id if training_args.push_to_hub else str(output_dir)
+    location = training_args.hub_model_id if training_args.sppscl_push_to_hub else str(output_dir)
     if demo:
         title, about, examples = f"SPP-SCL demo: {Path(location).name}", demo_space_note(), demo_examples(model, processor)
     else:

@@ -1,10 +1,12 @@
 """Pushes to the Hub that send the model and only the model (the file lists are in `hub.push_files`).
 
 `Trainer.push_to_hub` and the Trainer's per-checkpoint push upload the whole output folder except `_*` and
-`checkpoint-*`: predictions, the data report, a feature cache or the Space would go along. Here the final push
-is the public `push_to_hub`, overridden, and each checkpoint is pushed from `on_save`, once it is complete and in
-place, with `hub_strategy`'s meaning kept: `end` pushes no checkpoint, `every_save` a checkpoint's model to the
-repository root, `checkpoint` / `all_checkpoints` also what resuming needs into `last-checkpoint/` /
+`checkpoint-*`: predictions, the data report, a feature cache or the Space would go along. So `--push_to_hub` is
+ours (`sppscl_push_to_hub`) and the Trainer's is False: the Trainer never pushes on its own. The repository is
+created before training (as the Trainer's `init_hf_repo` did), the final push is the public `push_to_hub`,
+overridden (`save_model` calls it, as the Trainer's does), and each checkpoint is pushed from `on_save`, once it is
+complete and in place, with `hub_strategy`'s meaning kept: `end` pushes no checkpoint, `every_save` a checkpoint's
+model to the repository root, `checkpoint` / `all_checkpoints` also what resuming needs into `last-checkpoint/` /
 `checkpoint-N/`.
 """
 
@@ -28,12 +30,44 @@ from ..hub.push_files import (
 logger = logging.getLogger(__name__)
 
 
+class ModelOnlyPushArgumentsMixin:
+    """For a `TrainingArguments` subclass: `push_to_hub` becomes `sppscl_push_to_hub`, which `ModelOnlyPushMixin`
+    acts on; the Trainer's is False (see above)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.sppscl_push_to_hub, self.push_to_hub = self.push_to_hub, False
+
+    def set_push_to_hub(self, *args, **kwargs):
+        super().set_push_to_hub(*args, **kwargs)
+        self.sppscl_push_to_hub, self.push_to_hub = self.push_to_hub, False
+        return self
+
+
 class ModelOnlyPushMixin:
-    """For a `Trainer` subclass (with `SppSclTrainingArguments`): final and checkpoint pushes of the model's files."""
+    """For a `Trainer` subclass (with `ModelOnlyPushArgumentsMixin` arguments): final and checkpoint pushes of the
+    model's files."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.push_in_progress = None
         self.add_callback(CheckpointPushCallback(self))
+
+    def create_hub_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Create the repository `hub_model_id` (default: the output folder's name) if missing, as the Trainer's
+        `init_hf_repo`; `self.hub_model_id` becomes its full id."""
+        if not self.is_world_process_zero():
+            return
+        name = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+        token = token if token is not None else self.args.hub_token
+        private = private if private is not None else self.args.hub_private_repo
+        self.hub_model_id = transformers_hub.hf_api().create_repo(name, token=token, private=private, exist_ok=True).repo_id
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, then, as the Trainer's with its own `push_to_hub`, a push when the user calls it."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.sppscl_push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
                     revision: str | None = None, private: bool | None = None, **kwargs):
@@ -43,7 +77,7 @@ class ModelOnlyPushMixin:
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         token = token if token is not None else self.args.hub_token
         if self.hub_model_id is None:
-            self.init_hf_repo(token=token, private=private)
+            self.create_hub_repo(token, private)
         self.save_model(_internal_call=True)
         if not self.is_world_process_zero():
             return None
@@ -87,12 +121,16 @@ class ModelOnlyPushMixin:
 
 
 class CheckpointPushCallback(TrainerCallback):
-    """Pushes each checkpoint after it is saved: `on_save` comes once the staged folder is renamed into place."""
+    """Creates the repository before training; pushes each checkpoint after it is saved."""
 
     def __init__(self, trainer: ModelOnlyPushMixin):
         self.trainer = trainer
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.sppscl_push_to_hub and self.trainer.hub_model_id is None:
+            self.trainer.create_hub_repo()
+
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if args.push_to_hub and folder.is_dir():
+        if args.sppscl_push_to_hub and folder.is_dir():
             self.trainer.push_checkpoint(folder)

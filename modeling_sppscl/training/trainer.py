@@ -21,9 +21,9 @@ from transformers.trainer_utils import has_length
 
 from ..hub.model_card import is_sppscl_card
 from ..loss_sppscl import SppSclLoss
-from .checkpoints import AtomicCheckpointsMixin
+from .checkpoints import AtomicCheckpointsArgumentsMixin, AtomicCheckpointsMixin
 from .distributed import average_in_place, forward_over_global_batch, sum_values
-from .hub_push import ModelOnlyPushMixin
+from .hub_push import ModelOnlyPushArgumentsMixin, ModelOnlyPushMixin
 
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ TOWER_PREFIXES = ("text_model.", "vision_model.")
 
 
 @dataclass
-class SppSclTrainingArguments(TrainingArguments):
+class SppSclTrainingArguments(AtomicCheckpointsArgumentsMixin, ModelOnlyPushArgumentsMixin, TrainingArguments):
     """`TrainingArguments` plus SPP-SCL's update options.
 
     Defaults that differ from `TrainingArguments`: `remove_unused_columns=False` (the collators read the raw
@@ -90,7 +90,7 @@ class SppSclTrainingArguments(TrainingArguments):
             raise ValueError(f"--tower_learning_rate must be >= 0, got {self.tower_learning_rate}")
 
 
-class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
+class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
     """Trainer for [`SppSclModel`] with the gated two-step (or one-step) semi-push-pull update.
 
     Logs, besides `loss` (the weighted sum of the terms below, described by one line at the start of training),
@@ -98,8 +98,8 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
     `intra_text_loss`, `intra_image_loss`, `inter_loss` (mean over the updates that took it); with the two-step
     update and an inter-modal term, `gate_step2_rate` (share of updates in which the gate allowed step 2); with
     `max_grad_norm > 0`, `grad_norm` (the gradient norm of each update's first optimizer step, before clipping).
-    Each is the mean over the logging window and over the processes. Checkpoints are staged and renamed into
-    place when complete (see `checkpoints`); pushes send the model's files only (see `hub_push`).
+    Each is the mean over the logging window and over the processes. Checkpoints are marked complete when
+    written to the end (see `checkpoints`); pushes send the model's files only (see `hub_push`).
     """
 
     def __init__(self, *args, **kwargs):
