@@ -157,6 +157,7 @@ def test_app_answers_with_the_pipelines_probabilities(space, server):
         assert answer["label"] == max(expected, key=expected.get)
 
 
+@pytest.mark.slow
 def test_app_rejects_a_missing_text_with_a_message(space, server):
     _, images = space
     _, client = server
@@ -164,6 +165,7 @@ def test_app_rejects_a_missing_text_with_a_message(space, server):
         client.predict(gradio_client.handle_file(str(images[0])), "  ", api_name="/predict")
 
 
+@pytest.mark.slow
 def test_headless_browser_shows_the_app(space, server, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
