@@ -1,6 +1,7 @@
 """`experiments/cv.py`: folds are stratified, disjoint, cover every sample, are re-read from folds.json (and refused
 when the data changed); recipe overrides parse; the table averages over every (fold, seed) run."""
 
+import copy
 import json
 
 import numpy as np
@@ -37,9 +38,13 @@ def test_folds_are_stratified_disjoint_and_reproducible(tmp_path):
 
 
 def test_recipe_overrides():
+    named = copy.deepcopy(RECIPES["paper_two_step"])
     recipe = recipe_with(RECIPES["paper_two_step"], ["learning_rate=1e-3", "update=one_step", "config.class_weights=[1, 2.5, 1]"])
     assert (recipe["learning_rate"], recipe["update"], recipe["config"]["class_weights"]) == (1e-3, "one_step", [1, 2.5, 1])
-    assert RECIPES["paper_two_step"]["learning_rate"] == 1e-4  # the named recipe itself is untouched
+    # Only the overridden values changed; the named recipe itself (its config too) is untouched.
+    changed = {key for key in recipe if recipe[key] != named[key]}
+    assert changed == {"learning_rate", "update", "config"} and recipe["config"] == {**named["config"], "class_weights": [1, 2.5, 1]}
+    assert RECIPES["paper_two_step"] == named
     with pytest.raises(ValueError, match="--set"):
         recipe_with(RECIPES["paper_two_step"], ["learning_rate"])
 

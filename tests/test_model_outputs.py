@@ -55,9 +55,13 @@ def test_outputs_only_when_asked_and_logits_unchanged(batch):
     assert plain.text_model_output is None and plain.vision_model_output is None
     assert rich.text_model_output.attentions is None
     torch.testing.assert_close(rich.logits, plain.logits, rtol=0, atol=0)
-    assert from_config.vision_model_output is not None
-    # A tuple output holds the towers' outputs as tuples too.
-    assert isinstance(as_tuple[-1], tuple) and isinstance(as_tuple[-2], tuple)
+    torch.testing.assert_close(from_config.vision_model_output.last_hidden_state, rich.vision_model_output.last_hidden_state)
+    # A tuple output holds the logits first and the towers' outputs, last, as tuples of their tensors.
+    torch.testing.assert_close(as_tuple[0], plain.logits, rtol=0, atol=0)
+    text_tuple, vision_tuple = as_tuple[-2], as_tuple[-1]
+    assert isinstance(text_tuple, tuple) and isinstance(vision_tuple, tuple)
+    torch.testing.assert_close(text_tuple[0], rich.text_model_output.last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(vision_tuple[0], rich.vision_model_output.last_hidden_state, rtol=0, atol=0)
 
 
 def test_no_tower_output_when_features_are_given(batch):

@@ -163,12 +163,26 @@ def test_dtypes(tmp_path, dtype, variant):
 
 
 def test_training_batch_of_one_sample_uses_running_statistics(tmp_path):
-    model = tiny_model("default").train()
+    """BatchNorm has no batch statistics for one sample: every BatchNorm of the head (the image reduction's
+    BatchNorm2d included) normalises with its running statistics, leaves them as they were, and trains again after."""
+    model = tiny_model("default", dropout=0.0)
+    with torch.no_grad():  # running statistics away from their initial 0 and 1, so that using them shows
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
     inputs = tiny_processor(tmp_path)(images=IMAGES[:1], text=TEXTS[:1])
+    with torch.no_grad():
+        expected = model.eval()(**inputs).logits
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    model.train()
     with pytest.warns(UserWarning, match="one sample"):
         out = model(**inputs, labels=torch.tensor([1]))
     out.loss.backward()
-    assert torch.isfinite(out.loss) and model.fusion.fuse[1].training
+    torch.testing.assert_close(out.logits.detach(), expected, atol=1e-6, rtol=0)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], atol=0, rtol=0, msg=key)
+    assert torch.isfinite(out.loss) and all(module.training for head in model.head_modules() for module in head.modules())
 
 
 class TestBadInputs:
