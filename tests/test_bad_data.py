@@ -9,8 +9,11 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from modeling_sppscl.data.readers import MVSA_LABEL_NAMES, load_clmlf_folder, load_csv_or_jsonl, load_hfm_text_files
+from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_hfm_text_files
 from tests.helpers_data import clmlf_items, write_clmlf_folder, write_json
+
+# The label names the datasets' papers use, in their id order (literal: the readers' constants are what is tested).
+MVSA_NAMES = ["positive", "neutral", "negative"]
 
 
 def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
@@ -88,7 +91,7 @@ def test_missing_and_negative_labels_are_refused(tmp_path):
 def test_mvsa_folder_whose_train_lacks_class_2_keeps_mvsa_names(tmp_path):
     folder = write_clmlf_folder(tmp_path / "mvsa_subset", {"train": clmlf_items([0, 1, 0]), "dev": clmlf_items([2, 1], "d")})
     loaded = load_clmlf_folder(folder)
-    assert loaded.label_names == MVSA_LABEL_NAMES and loaded.splits["validation"]["label"] == [2, 1]
+    assert loaded.label_names == MVSA_NAMES and loaded.splits["validation"]["label"] == [2, 1]
     assert loaded.report["classes_without_train_rows"] == ["negative"]
 
 

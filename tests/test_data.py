@@ -12,8 +12,6 @@ import PIL.Image
 import pytest
 
 from modeling_sppscl.data.readers import (
-    HFM_LABEL_NAMES,
-    MVSA_LABEL_NAMES,
     LoadedData,
     blank_image,
     load_clmlf_folder,
@@ -23,6 +21,10 @@ from modeling_sppscl.data.readers import (
     load_image,
 )
 from tests.helpers_data import clmlf_items, real_data_folder, write_clmlf_folder, write_jpeg, write_json
+
+# The label names the datasets' papers use, in their id order (literal: the readers' constants are what is tested).
+MVSA_NAMES = ["positive", "neutral", "negative"]
+HFM_NAMES = ["not_sarcastic", "sarcastic"]
 
 
 def label_counts(loaded: LoadedData, split: str) -> list[int]:
@@ -37,11 +39,11 @@ def test_clmlf_folder_reads_splits_images_and_mvsa_names(tmp_path):
     folder = write_clmlf_folder(tmp_path, {"train": clmlf_items([0, 1, 2, 0]), "dev": clmlf_items([2, 1], "d"), "test": clmlf_items([0], "t")})
     loaded = load_clmlf_folder(folder)
     assert list(loaded.splits) == ["train", "validation", "test"]
-    assert loaded.label_names == MVSA_LABEL_NAMES
+    assert loaded.label_names == MVSA_NAMES
     train = loaded.splits["train"]
     assert train.column_names == ["id", "text", "image", "label"]
     assert train["id"] == ["0", "1", "2", "3"] and train["label"] == [0, 1, 2, 0]
-    assert train.features["label"].names == MVSA_LABEL_NAMES
+    assert train.features["label"].names == MVSA_NAMES
     assert all(Path(path).is_file() and Path(path).is_absolute() for path in train["image"])
     assert Path(loaded.splits["validation"][0]["image"]).name == "d0.jpg"
     assert loaded.report["rows"] == {"train": 4, "validation": 2, "test": 1}
@@ -52,7 +54,7 @@ def test_clmlf_valid_json_dataset_image_folder_and_hfm_names(tmp_path):
     folder = write_clmlf_folder(tmp_path / "hfm", {"train": clmlf_items([0, 1]), "valid": clmlf_items([1], "v")}, image_folder="dataset_image")
     loaded = load_clmlf_folder(folder)
     assert list(loaded.splits) == ["train", "validation"]
-    assert loaded.label_names == HFM_LABEL_NAMES
+    assert loaded.label_names == HFM_NAMES
     assert "dataset_image" in loaded.splits["validation"][0]["image"]
 
 
@@ -181,7 +183,7 @@ def write_hfm_files(folder: Path) -> tuple[Path, Path, Path]:
 def test_hfm_text_files_use_the_last_label_and_read_non_utf8(tmp_path):
     train, valid, test = write_hfm_files(tmp_path / "hfm")
     loaded = load_hfm_text_files(train, valid, test)
-    assert loaded.label_names == HFM_LABEL_NAMES
+    assert loaded.label_names == HFM_NAMES
     assert loaded.splits["train"]["label"] == [1, 0] and loaded.splits["train"]["id"] == ["101", "102"]
     assert loaded.splits["validation"]["label"] == [1, 0]
     assert loaded.splits["test"]["text"] == ["na\ufffdve tweet"]
@@ -355,7 +357,7 @@ def test_blank_image():
 
 def test_real_mvsa_single_with_images():
     loaded = load_clmlf_folder(real_data_folder("mvsa_single"))
-    assert loaded.label_names == MVSA_LABEL_NAMES
+    assert loaded.label_names == MVSA_NAMES
     assert {split: len(part) for split, part in loaded.splits.items()} == {"train": 3611, "validation": 450}
     assert label_counts(loaded, "train") == [2147, 376, 1088]
     assert label_counts(loaded, "validation") == [268, 47, 135]
@@ -369,10 +371,10 @@ def test_real_mvsa_multiple_text_only():
         load_clmlf_folder(folder)
     loaded = load_clmlf_folder(folder, require_images=False)
     assert {split: len(part) for split, part in loaded.splits.items()} == {"train": 13624, "validation": 1700, "test": 1700}
-    assert loaded.label_names == MVSA_LABEL_NAMES and set(loaded.splits["test"]["image"]) == {None}
+    assert loaded.label_names == MVSA_NAMES and set(loaded.splits["test"]["image"]) == {None}
 
 
 def test_real_hfm_text_only():
     loaded = load_clmlf_folder(real_data_folder("hfm"), require_images=False)
     assert {split: len(part) for split, part in loaded.splits.items()} == {"train": 19816, "validation": 2410, "test": 2409}
-    assert loaded.label_names == HFM_LABEL_NAMES
+    assert loaded.label_names == HFM_NAMES
