@@ -179,7 +179,8 @@ def test_every_flag_overrides_the_recipe_value_by_value():
 def test_variant_paper_trains_the_papers_recipe_and_a_saved_model_gets_none():
     model_args, _, _, training_args, _ = run_sppscl.checked_arguments([*TOWERS, "--variant", "paper"])
     assert (model_args.freeze_text_model, model_args.freeze_vision_model, model_args.config_overrides) == (True, True, None)
-    assert (training_args.num_train_epochs, training_args.lr_halving_epochs, training_args.learning_rate) == (150, 10, 1e-4)
+    assert (training_args.num_train_epochs, training_args.lr_scheduler_type, training_args.learning_rate) == (150, "halving", 1e-4)
+    assert training_args.lr_halving_epochs == 10  # the halving schedule's default period
     assert (training_args.per_device_train_batch_size, training_args.sppscl_update) == (64, "two_step")
     _, _, _, training_args, _ = run_sppscl.checked_arguments(["--data_dir", "d", "--model_name_or_path", "m"])
     assert training_args.applied_recipe == {} and training_args.num_train_epochs == 3
