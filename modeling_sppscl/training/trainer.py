@@ -121,9 +121,9 @@ class SppSclTrainer(AtomicCheckpointsMixin, ModelOnlyPushMixin, Trainer):
     `intra_text_loss`, `intra_image_loss`, `inter_loss` (mean over the updates that took it); with the two-step
     update and an inter-modal term, `gate_step2_rate` (share of updates in which the gate allowed step 2); with
     `max_grad_norm > 0`, `grad_norm` (the gradient norm of each update's first optimizer step, before clipping; with
-    the one-step update the Trainer's own, that of the window's last update). Each other is the mean over the
-    logging window and over the processes. Checkpoints are staged and renamed into
-    place when complete (see `checkpoints`); pushes send the model's files only (see `hub_push`).
+    the one-step update the Trainer's own: the window's last update's). The others are means over the logging
+    window and over the processes. Checkpoints are staged and renamed into place when complete (see
+    `checkpoints`); pushes send the model's files only (see `hub_push`).
     """
 
     def __init__(self, *args, **kwargs):
