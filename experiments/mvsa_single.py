@@ -205,6 +205,7 @@ def head_run(job: dict) -> dict:
         per_device_eval_batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,
         weight_decay=recipe.weight_decay,
+        lr_scheduler_type="halving",
         lr_halving_epochs=recipe.lr_halving_epochs,
         eval_strategy="epoch",
         logging_strategy="epoch",

@@ -9,6 +9,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,9 @@ def refusal(argv: list[str]) -> str:
     (["--feature_extraction_precision", "fp8"], "argument --feature_extraction_precision/--feature-extraction-precision: invalid choice: 'fp8'"),
     (["--sppscl_update", "three_step"], "argument --sppscl_update/--sppscl-update: invalid choice: 'three_step'"),
     (["--num_train_epochs", "two"], "argument --num_train_epochs/--num-train-epochs: invalid float value: 'two'"),
+    (["--lr_halving_epochs", "5"], "--lr_halving_epochs is the period of --lr_scheduler_type halving, not of linear: add"),
+    (["--lr_scheduler_type", "halving", "--lr_halving_epochs", "0"], "--lr_halving_epochs must be > 0, got 0.0"),
+    (["--lr_scheduler_type", "step"], "argument --lr_scheduler_type/--lr-scheduler-type: invalid choice: 'step'"),
     (["--bogus", "1"], "not used by the HfArgumentParser: ['--bogus', '1']"),
     (["--config_overrides", "dropout"], "--config_overrides: expected name=value, got 'dropout'"),
     (["--config_overrides", "dropout=abc"], "--config_overrides: dropout must be float, got 'abc'"),
@@ -127,6 +131,7 @@ def test_help_lists_the_sppscl_groups_first_with_their_choices_and_the_recipes()
         assert option in sections["SPP-SCL data:"], option
     assert "--push_space" in sections["SPP-SCL publishing:"]
     assert "--output_dir OUTPUT_DIR" in sections["TrainingArguments (transformers):"]
+    assert re.search(r"--lr_scheduler_type \{linear,[\w,]*,halving\}", sections["TrainingArguments (transformers):"])
     sppscl_sections = text[positions[0]: positions[-1]]
     assert "--output_dir OUTPUT_DIR" not in sppscl_sections and "--push_to_hub [PUSH_TO_HUB]" not in sppscl_sections
     flat = " ".join(text.split())
@@ -179,7 +184,8 @@ def test_every_flag_overrides_the_recipe_value_by_value():
 def test_variant_paper_trains_the_papers_recipe_and_a_saved_model_gets_none():
     model_args, _, _, training_args, _ = run_sppscl.checked_arguments([*TOWERS, "--variant", "paper"])
     assert (model_args.freeze_text_model, model_args.freeze_vision_model, model_args.config_overrides) == (True, True, None)
-    assert (training_args.num_train_epochs, training_args.lr_halving_epochs, training_args.learning_rate) == (150, 10, 1e-4)
+    assert (training_args.num_train_epochs, training_args.lr_scheduler_type, training_args.learning_rate) == (150, "halving", 1e-4)
+    assert training_args.lr_halving_epochs == 10  # the halving schedule's default period
     assert (training_args.per_device_train_batch_size, training_args.sppscl_update) == (64, "two_step")
     _, _, _, training_args, _ = run_sppscl.checked_arguments(["--data_dir", "d", "--model_name_or_path", "m"])
     assert training_args.applied_recipe == {} and training_args.num_train_epochs == 3

@@ -69,12 +69,12 @@ def with_grad_scaler(trainer, monkeypatch):
     return trainer
 
 
-@pytest.mark.parametrize("update", ["two_step", "one_step"])
-def test_grad_scaler_steps_equal_unscaled_steps(update, cached, tmp_path, monkeypatch):
+@pytest.mark.parametrize("update, max_grad_norm", [("two_step", 0.0), ("one_step", 0.0), ("two_step", 0.5)])
+def test_grad_scaler_steps_equal_unscaled_steps(update, max_grad_norm, cached, tmp_path, monkeypatch):
     model, cache = cached
     gate_ratio = 1.0  # on these rows the gate then opens on some steps and stays closed on others
-    plain_losses, plain_weights, plain_rates = run(trainer_for(model, cache, tmp_path / "plain", update, gate_ratio))
-    scaled = with_grad_scaler(trainer_for(model, cache, tmp_path / "scaled", update, gate_ratio), monkeypatch)
+    plain_losses, plain_weights, plain_rates = run(trainer_for(model, cache, tmp_path / "plain", update, gate_ratio, max_grad_norm=max_grad_norm))
+    scaled = with_grad_scaler(trainer_for(model, cache, tmp_path / "scaled", update, gate_ratio, max_grad_norm=max_grad_norm), monkeypatch)
     scaled_losses, scaled_weights, scaled_rates = run(scaled)
     assert scaled_rates == plain_rates
     assert 0.0 in plain_rates and 1.0 in plain_rates  # steps with and without step 2 (two-step update)

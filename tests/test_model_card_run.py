@@ -176,12 +176,12 @@ def test_evaluation_only_card_names_hub_towers_and_the_data_source():
 
 def test_fine_tuned_tower_and_paper_schedule_rows(tmp_path):
     model = tiny_model(freeze_text_model=False)
-    args = SppSclTrainingArguments(output_dir=str(tmp_path), report_to="none", tower_learning_rate=1e-5, lr_halving_epochs=10,
-                                   sppscl_update="one_step", use_cpu=True)
+    args = SppSclTrainingArguments(output_dir=str(tmp_path), report_to="none", tower_learning_rate=1e-5, lr_scheduler_type="halving",
+                                   warmup_steps=3, sppscl_update="one_step", use_cpu=True)
     rows = training_hyperparameters(SppSclTrainer(model=model, args=args))
     assert rows["tower_learning_rate"] == 1e-5 and rows["learning_rate"] == args.learning_rate
-    assert rows["lr_scheduler_type"].startswith("halved every 10 epochs")
-    assert rows["lr_scheduler_warmup_steps"].startswith("not used")
+    assert rows["lr_scheduler_type"] == "halving: halved every 10 epochs (the paper's schedule)"
+    assert rows["lr_scheduler_warmup_steps"] == 3
     assert rows["sppscl_update"].startswith("one_step ")
     assert None not in rows.values()
     card = build_model_card(model.config, METRICS, rows, [], "mvsa_single")

@@ -24,6 +24,7 @@ def make_trainer(output_dir, max_steps, update, eval_dataset=None, **arguments):
         per_device_train_batch_size=8,
         max_steps=max_steps,
         learning_rate=1e-2,
+        lr_scheduler_type="halving",
         lr_halving_epochs=1,
         save_strategy="steps",
         save_steps=3,

@@ -44,7 +44,8 @@ def test_without_tower_learning_rate_one_rate_for_all(tmp_path):
 
 
 def test_scheduler_scales_each_group_from_its_own_rate(tmp_path):
-    trainer = make_trainer(tmp_path, tower_learning_rate=2e-5, lr_halving_epochs=1, num_train_epochs=2)
+    trainer = make_trainer(tmp_path, tower_learning_rate=2e-5, lr_scheduler_type="halving", lr_halving_epochs=1,
+                           num_train_epochs=2)
     trainer.create_optimizer_and_scheduler(num_training_steps=4)
     for _ in range(2):
         trainer.optimizer.step()  # no gradients: moves nothing, keeps torch's step order

@@ -83,9 +83,10 @@ def test_one_step_run_has_no_gate_rate(tmp_path, caplog):
     assert set(entry) == TRAINER_KEYS | {"ce_loss", "intra_text_loss", "inter_loss"}
 
 
+@pytest.mark.parametrize("update", ["two_step", "one_step"])
 @pytest.mark.parametrize("max_grad_norm", [0.0, 0.5])
-def test_grad_norm_every_logging_step_or_never(tmp_path, caplog, max_grad_norm):
-    _, starts, logs = train(tmp_path, caplog, CE_ONLY, logging_steps=1, max_grad_norm=max_grad_norm)
+def test_grad_norm_every_logging_step_or_never(tmp_path, caplog, max_grad_norm, update):
+    _, starts, logs = train(tmp_path, caplog, CE_ONLY, logging_steps=1, max_grad_norm=max_grad_norm, sppscl_update=update)
     assert [("grad_norm" in entry) for entry in logs] == [max_grad_norm > 0] * 8
     assert starts[0].endswith("before clipping to 0.5") is (max_grad_norm > 0)
 

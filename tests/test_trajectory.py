@@ -113,6 +113,7 @@ def trajectory_arguments(output_dir, recipe, **kwargs) -> SppSclTrainingArgument
     return SppSclTrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=recipe["epochs"],
+        lr_scheduler_type="halving",
         lr_halving_epochs=recipe["halving_every_epochs"],
         learning_rate=recipe["lr"],
         weight_decay=recipe["weight_decay"],

@@ -174,11 +174,9 @@ def training_hyperparameters(trainer: Any) -> dict[str, Any]:
     rows["optimizer"] = (f"{optimizer} with betas=({args.adam_beta1}, {args.adam_beta2}), epsilon={args.adam_epsilon}"
                          if "adam" in optimizer else optimizer) + (f", optimizer_args={args.optim_args}" if args.optim_args else "")
     rows["weight_decay"] = args.weight_decay
-    if args.lr_halving_epochs is not None:
-        rows["lr_scheduler_type"] = f"halved every {args.lr_halving_epochs} epochs (lr_halving_epochs, the paper's schedule)"
-        rows["lr_scheduler_warmup_steps"] = "not used (lr_halving_epochs replaces the scheduler)"
-    else:
-        rows["lr_scheduler_warmup_steps"] = args.warmup_steps if args.warmup_steps else "0 (no warm-up)"
+    if args.lr_scheduler_type == "halving":
+        rows["lr_scheduler_type"] = f"halving: halved every {args.lr_halving_epochs} epochs (the paper's schedule)"
+    rows["lr_scheduler_warmup_steps"] = args.warmup_steps if args.warmup_steps else "0 (no warm-up)"
     rows["max_grad_norm"] = args.max_grad_norm if args.max_grad_norm else "0 (no clipping)"
     if args.bf16:
         rows["mixed_precision_training"] = "bf16"

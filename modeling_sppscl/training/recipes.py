@@ -7,8 +7,8 @@ overrides the recipe, value by value.
 - `default` is the recipe cross-validated on MVSA-Single in docs/RESULTS.md (`finetune_text` in
   experiments/cv_recipes.py): the text tower fine-tuned at its own learning rate, the vision tower frozen and cached,
   cross-entropy alone with the rarest class weighted 2.
-- `paper` is the paper's: frozen towers, 150 epochs at learning rate 1e-4 halved every 10 epochs, batch 64, the
-  two-step update, the paper's loss weights (the config's own).
+- `paper` is the paper's: frozen towers, 150 epochs at learning rate 1e-4 halved every 10 epochs (`halving`, whose
+  period `--lr_halving_epochs` defaults to 10), batch 64, the two-step update, the paper's loss weights (the config's own).
 """
 
 from collections import Counter
@@ -57,7 +57,7 @@ RECIPES = {
         source="the paper's training setup",
         arguments={
             "freeze_text_model": True, "freeze_vision_model": True, "num_train_epochs": 150, "learning_rate": 1e-4,
-            "lr_halving_epochs": 10, "per_device_train_batch_size": 64, "per_device_eval_batch_size": 64,
+            "lr_scheduler_type": "halving", "per_device_train_batch_size": 64, "per_device_eval_batch_size": 64,
             "weight_decay": 1e-6, "sppscl_update": "two_step",
         },
     ),

@@ -3,7 +3,8 @@
 Two-step update (the paper's, default): step 1 minimises weighted cross-entropy plus the intra-modal losses and
 steps the optimizer; the same batch is forwarded again through the updated model; the gate reads those
 embeddings and, only when it allows, the inter-modal loss is back-propagated and the Trainer's own optimizer step
-applies it. One-step update (option): every term in one backward, the inter-modal term gated on the same forward.
+applies it (`SkippableOptimizer` makes that step a no-op when there is no step 2). One-step update (option): every
+term in one backward, the inter-modal term gated on the same forward, stepped by the Trainer.
 """
 
 import logging
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
+from accelerate.utils import send_to_device
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
@@ -24,6 +25,8 @@ from ..loss_sppscl import SppSclLoss
 from .checkpoints import AtomicCheckpointsArgumentsMixin, AtomicCheckpointsMixin
 from .distributed import average_in_place, forward_over_global_batch, sum_values
 from .hub_push import ModelOnlyPushArgumentsMixin, ModelOnlyPushMixin
+from .schedules import DEFAULT_HALVING_EPOCHS, LR_SCHEDULER_TYPES, SppSclSchedulerType, get_halving_schedule
+from .skippable_optimizer import SkippableOptimizer
 
 
 logger = logging.getLogger(__name__)
@@ -53,10 +56,16 @@ class SppSclTrainingArguments(AtomicCheckpointsArgumentsMixin, ModelOnlyPushArgu
         default=False,
         metadata={"help": "Compute the contrastive losses and the gate over the batch gathered from every process."},
     )
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={"help": "The learning-rate schedule: transformers' SchedulerType values, or `halving` (the paper's: "
+                  "halve the learning rate every --lr_halving_epochs epochs, after the --warmup_steps warm-up if set).",
+                  "choices": LR_SCHEDULER_TYPES},
+    )
     lr_halving_epochs: float | None = field(
         default=None,
-        metadata={"help": "The paper's schedule: halve the learning rate every this many epochs (10 in the paper). "
-                  "Replaces lr_scheduler_type when set."},
+        metadata={"help": f"With --lr_scheduler_type halving: halve the learning rate every this many epochs "
+                  f"(default {DEFAULT_HALVING_EPOCHS}, the paper's)."},
     )
     tower_learning_rate: float | None = field(
         default=None,
@@ -76,7 +85,21 @@ class SppSclTrainingArguments(AtomicCheckpointsArgumentsMixin, ModelOnlyPushArgu
     applied_recipe: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self):
+        halving = self.lr_scheduler_type == SppSclSchedulerType.HALVING
+        if halving:
+            # TrainingArguments turns the name into its `SchedulerType`, which has no halving: it checks the constant
+            # schedule (what halving is between two halvings) and the choice is put back after.
+            self.lr_scheduler_type = "constant"
         super().__post_init__()
+        if halving:
+            self.lr_scheduler_type = SppSclSchedulerType.HALVING
+            if self.lr_halving_epochs is None:
+                self.lr_halving_epochs = DEFAULT_HALVING_EPOCHS
+        elif self.lr_halving_epochs is not None:
+            raise ValueError(
+                f"--lr_halving_epochs is the period of --lr_scheduler_type halving, not of {self.lr_scheduler_type.value}: "
+                "add --lr_scheduler_type halving or drop --lr_halving_epochs"
+            )
         if self.sppscl_update not in UPDATE_MODES:
             raise ValueError(f"--sppscl_update must be one of {UPDATE_MODES}, got {self.sppscl_update!r}")
         if self.sppscl_update == "two_step" and self.gradient_accumulation_steps > 1:
@@ -97,9 +120,10 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
     each loss term whose weight in the config is not 0, unweighted and named as in the config: `ce_loss`,
     `intra_text_loss`, `intra_image_loss`, `inter_loss` (mean over the updates that took it); with the two-step
     update and an inter-modal term, `gate_step2_rate` (share of updates in which the gate allowed step 2); with
-    `max_grad_norm > 0`, `grad_norm` (the gradient norm of each update's first optimizer step, before clipping).
-    Each is the mean over the logging window and over the processes. Checkpoints are marked complete when
-    written to the end (see `checkpoints`); pushes send the model's files only (see `hub_push`).
+    `max_grad_norm > 0`, `grad_norm` (the gradient norm of each update's first optimizer step, before clipping; with
+    the one-step update the Trainer's own: the window's last update's). The others are means over the logging
+    window and over the processes. Checkpoints are marked complete when written to the end (see `checkpoints`);
+    pushes send the model's files only (see `hub_push`).
     """
 
     def __init__(self, *args, **kwargs):
@@ -108,10 +132,13 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
             raise TypeError("SppSclTrainer needs SppSclTrainingArguments")
         self._log_sums: dict[str, float] = defaultdict(float)
         self._log_counts: dict[str, int] = defaultdict(int)
-        self._grad_norm_pending = False
         # The one owner of the objective: step 1 (over the global batch), the gate and step 2. Not `objective`:
         # the Trainer keeps its hyperparameter-search score there.
         self.sppscl_loss = SppSclLoss(self._sppscl_config, gather_over_processes=self.args.contrastive_over_global_batch)
+        # The optimizer the Trainer steps after each update, told to skip when the two-step update has no step 2.
+        self._skippable_optimizer: SkippableOptimizer | None = None
+        # The halving schedule this trainer built: rebuilt by each `train()`, as the Trainer rebuilds its own.
+        self._halving_schedule = None
 
     @property
     def _sppscl_config(self):
@@ -142,6 +169,8 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
         return f"SPP-SCL objective: {text}"
 
     def train(self, *args, **kwargs):
+        if self.lr_scheduler is not None and self.lr_scheduler is self._halving_schedule:
+            self.lr_scheduler = None
         if self.is_world_process_zero():
             logger.info(self._objective_description())
         return super().train(*args, **kwargs)
@@ -178,7 +207,6 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         update = self._one_step if self.args.sppscl_update == "one_step" else self._two_step
-        self._grad_norm_pending = self.args.max_grad_norm > 0
         # Over the global batch, the BatchNorm statistics and the paper's batch attention see the global batch
         # too: then the run equals one process on the concatenated batch.
         bare_model = self.accelerator.unwrap_model(model)
@@ -189,7 +217,7 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
 
     def _one_step(self, model, inputs) -> torch.Tensor:
         model.train()
-        inputs = self._prepare_inputs(inputs)
+        inputs = send_to_device(inputs, self.args.device)
         with self.compute_loss_context_manager():
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
             takes = self._uses_inter_loss and self.sppscl_loss.gate(outputs.text_embeds, outputs.image_embeds, inputs["labels"])
@@ -204,7 +232,7 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
 
     def _two_step(self, model, inputs) -> torch.Tensor:
         model.train()
-        inputs = self._prepare_inputs(inputs)
+        inputs = send_to_device(inputs, self.args.device)
         with self.compute_loss_context_manager():
             step_one_loss = self.compute_loss(model, inputs)
         self.accelerator.backward(step_one_loss)
@@ -237,34 +265,18 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
         return (step_one_loss + inter).detach()
 
     def _skip_trainer_optimizer_step(self, trainable) -> None:
-        """No second optimizer step: the Trainer's coming optimizer.step() is told to skip (as it is between
-        accumulation steps). Leaving it to an all-None-gradient step would move nothing without mixed precision,
-        but fp16's GradScaler refuses to step or unscale an optimizer without gradients."""
+        """No second optimizer step: the Trainer's coming step (clip, optimizer.step(), schedule) runs on zero
+        gradients, which a float16 GradScaler can unscale, and the optimizer skips it (see `SkippableOptimizer`)."""
         for param in trainable:
-            param.grad = None
-        self.accelerator.gradient_state._set_sync_gradients(False)
+            param.grad = torch.zeros_like(param)
+        self._skippable_optimizer.skip_next_step()
 
     def _optimizer_step(self, model) -> None:
-        """The step-1 optimizer update, clipped as the Trainer's own step is."""
+        """The step-1 optimizer update, clipped as the Trainer's own step is; its gradient norm before clipping is
+        the `grad_norm` logged."""
         if self.args.max_grad_norm > 0:
-            self._clip_grad_norm(model)
+            self._record({"grad_norm": self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)})
         self.optimizer.step()
-
-    def _clip_grad_norm(self, model):
-        # Skipped step 2 (closed gate): no gradients to clip, and a GradScaler must not unscale them.
-        if not self.accelerator.sync_gradients:
-            return None
-        grad_norm = super()._clip_grad_norm(model)
-        if self._grad_norm_pending:
-            # The update's first (or only) optimizer step: the one `grad_norm` reports.
-            self._record({"grad_norm": grad_norm})
-            self._grad_norm_pending = False
-        return grad_norm
-
-    def _get_grad_norm(self, model, grad_norm=None):
-        # `grad_norm` is logged by `_clip_grad_norm`, with one meaning; the Trainer's own would be step 2's norm,
-        # and only in the updates that took step 2.
-        return None
 
     @staticmethod
     def _average_batchnorm_statistics_across_processes(model) -> None:
@@ -281,7 +293,9 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
         optimizer = super().create_optimizer(model)
         if creating and self.args.tower_learning_rate is not None:
             self._split_tower_groups(optimizer, self.model if model is None else model)
-        return optimizer
+        if self._skippable_optimizer is None:
+            self.optimizer = self._skippable_optimizer = SkippableOptimizer(optimizer)
+        return self.optimizer
 
     def _split_tower_groups(self, optimizer, model) -> None:
         tower_ids = {id(p) for name, p in model.named_parameters() if name.startswith(TOWER_PREFIXES)}
@@ -296,15 +310,15 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
 
     # ----- schedule -----------------------------------------------------------------------------------------
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.args.lr_halving_epochs is None or self.lr_scheduler is not None:
+        """The Trainer's scheduler, or for `--lr_scheduler_type halving` the paper's (see `schedules`)."""
+        if self.args.lr_scheduler_type != SppSclSchedulerType.HALVING or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         optimizer = optimizer if optimizer is not None else self.optimizer
         steps_per_epoch = max(1, math.ceil(num_training_steps / max(self.args.num_train_epochs, 1e-9)))
         if self.args.max_steps > 0:
             steps_per_epoch = max(1, len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps)
         period = self.args.lr_halving_epochs * steps_per_epoch
-        self.lr_scheduler = LambdaLR(optimizer, lambda step: 0.5 ** math.floor(step / period))
-        self._created_lr_scheduler = True
+        self.lr_scheduler = self._halving_schedule = get_halving_schedule(optimizer, period, self.args.get_warmup_steps(num_training_steps))
         return self.lr_scheduler
 
     def create_model_card(self, *args, **kwargs) -> None:
@@ -324,6 +338,10 @@ class SppSclTrainer(ModelOnlyPushMixin, AtomicCheckpointsMixin, Trainer):
         self._record({"inter_loss": weighted_inter / self._sppscl_config.inter_loss_weight})
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and (self.args.sppscl_update == "two_step" or self.args.max_grad_norm <= 0):
+            # The Trainer's own is that of its step after the update: step 2's, or zero gradients' (no step 2); or,
+            # without clipping, a norm nobody asked for. The two-step update's is recorded by `_optimizer_step`.
+            logs.pop("grad_norm", None)
         if "loss" in logs and self._log_counts:
             # Every process records the same names (the gate decides alike everywhere): sums and counts add up.
             names = sorted(self._log_sums)
