@@ -226,8 +226,9 @@ def test_mpnet_parts_assemble_into_the_saved_tower(layout, tmp_path):
     # The folder that cv.py and the command line write loads back as the same tower.
     folder = save_text_tower_folder(tmp_path / "towers", "mpnet", parts_dir)
     reloaded, reloaded_tokenizer = AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-    batch = tokenizer(["a happy day", "the sky is very blue"], padding=True, return_tensors="pt")
-    assert reloaded_tokenizer(["a happy day", "the sky is very blue"], padding=True, return_tensors="pt")["input_ids"].tolist() == batch["input_ids"].tolist()
+    texts = ["a happy day", "the sky is very blue"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    assert reloaded_tokenizer(texts, padding=True, return_tensors="pt")["input_ids"].tolist() == batch["input_ids"].tolist()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).last_hidden_state, original.eval()(**batch).last_hidden_state, rtol=0, atol=0)
 
