@@ -11,6 +11,11 @@ every parameter with its momentum and weight decay).
 import torch
 
 
+def _delegated(name: str) -> property:
+    """An attribute read from and written to the wrapped optimizer."""
+    return property(lambda self: getattr(self.optimizer, name), lambda self, value: setattr(self.optimizer, name, value))
+
+
 class SkippableOptimizer(torch.optim.Optimizer):
     """Delegates to `optimizer`, as accelerate's `AcceleratedOptimizer` does (its state, param groups and defaults
     are the wrapped optimizer's, so checkpoints hold the wrapped optimizer's state dict), except that
@@ -21,29 +26,9 @@ class SkippableOptimizer(torch.optim.Optimizer):
         self.optimizer = optimizer
         self.skips_next_step = False
 
-    @property
-    def state(self):
-        return self.optimizer.state
-
-    @state.setter
-    def state(self, state):
-        self.optimizer.state = state
-
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-    @param_groups.setter
-    def param_groups(self, param_groups):
-        self.optimizer.param_groups = param_groups
-
-    @property
-    def defaults(self):
-        return self.optimizer.defaults
-
-    @defaults.setter
-    def defaults(self, defaults):
-        self.optimizer.defaults = defaults
+    state = _delegated("state")
+    param_groups = _delegated("param_groups")
+    defaults = _delegated("defaults")
 
     def add_param_group(self, param_group):
         self.optimizer.add_param_group(param_group)
