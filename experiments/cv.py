@@ -6,6 +6,8 @@
     python experiments/cv.py head --recipe NAME|search_best [--set key=value ...] [--folds ...] [--seeds ...] [--label ROW]
     python experiments/cv.py table                        # markdown table, mean +- std over (seed, fold)
     python experiments/cv.py compare --rows A B           # paired differences A - B per (fold, seed)
+    python experiments/cv.py record --label ROW --folds F --seeds S --eval_results DIR/eval_results.json
+                                                          # a run_sppscl.py run's scores on fold F, as a record
 
 Train and dev (4061 pairs) are pooled and split into k=5 stratified folds with a fixed seed; the folds are written
 once to `<results_dir>/folds.json` (sample ids per fold), so every run uses the same ones. A head trains on k-1
@@ -257,6 +259,11 @@ def paired_differences(path: Path, first: str, second: str) -> str:
     by_run = defaultdict(dict)
     for record in read_runs(path):
         by_run[record["label"]][(record["fold"], record["seed"])] = record
+    # The probe is deterministic (one seed per fold): it pairs with every seed of the other row on its fold.
+    for label in (first, second):
+        if by_run[label] and all(is_probe(record) for record in by_run[label].values()):
+            other = by_run[second if label == first else first]
+            by_run[label] = {(fold, seed): by_run[label][(fold, 0)] for fold, seed in other if (fold, 0) in by_run[label]}
     shared = sorted(set(by_run[first]) & set(by_run[second]))
     lines = []
     for name in ("weighted_f1", "macro_f1", "f1_neutral"):
@@ -269,9 +276,28 @@ def paired_differences(path: Path, first: str, second: str) -> str:
     return "\n".join(lines)
 
 
+def is_probe(record: dict) -> bool:
+    return isinstance(record.get("recipe"), dict) and "C_grid" in record["recipe"]
+
+
+def record_run_sppscl(args) -> None:
+    """One `run_sppscl.py` run's held-out scores (its `eval_results.json`, scored after the last epoch) as a record of
+    fold `--folds`, seed `--seeds`: the plain command, run as written, enters the same table as the CV rows."""
+    source = Path(args.eval_results)
+    metrics = json.loads(source.read_text())
+    all_results = source.with_name("all_results.json")
+    wall = json.loads(all_results.read_text()) if all_results.is_file() else {}
+    record = {"label": args.label, "recipe": "run_sppscl.py", "fold": args.folds[0], "seed": args.seeds[0],
+              "source": source.name, **scores_of(metrics),
+              "wall_seconds": round(wall.get("train_runtime", 0) + wall.get("eval_runtime", 0), 1),
+              "samples": metrics.get("eval_samples")}
+    append_run(Path(args.results_dir) / "runs.jsonl", record)
+    print(json.dumps(record))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("cache", "probe", "head", "table", "compare"))
+    parser.add_argument("command", choices=("cache", "probe", "head", "table", "compare", "record"))
     parser.add_argument("--rows", nargs=2, default=None, metavar=("FIRST", "SECOND"), help="compare: two row labels.")
     parser.add_argument("--data_dir", default=str(REPO_ROOT.parent / "shared" / "data" / "mvsa_single"))
     parser.add_argument("--output_dir", default="outputs/mvsa_single", help="Towers and feature cache (not committed).")
@@ -286,6 +312,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--folds", nargs="+", type=int, default=list(range(NUM_FOLDS)))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval_results", default=None, help="record: the eval_results.json of a run_sppscl.py run.")
     parser.add_argument("--text_tower", default=DEFAULT_TEXT_TOWER, choices=sorted(TEXT_TOWERS),
                         help="MiniLM (the first study) or all-mpnet-base-v2; rows of another tower are named NAME_ROW.")
     parser.add_argument("--mpnet_parts_dir", default=None,
@@ -301,6 +328,8 @@ def main(argv=None) -> None:
         print(table(Path(args.results_dir) / "runs.jsonl"))
     elif args.command == "compare":
         print(paired_differences(Path(args.results_dir) / "runs.jsonl", *args.rows))
+    elif args.command == "record":
+        record_run_sppscl(args)
     elif args.command == "cache":
         torch.set_num_threads(args.threads)
         cached_pool(args, args.shards, tuple(args.cached_towers))

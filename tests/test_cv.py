@@ -86,6 +86,35 @@ def test_paired_differences_use_the_runs_both_rows_have(tmp_path):
     assert first == "a - b, weighted_f1: +6.00 ± 5.66 over 2 (fold, seed) pairs [+10.00, +2.00], 2 of 2 above 0"
 
 
+def test_the_deterministic_probe_pairs_with_every_seed_of_its_fold(tmp_path):
+    scores = dict.fromkeys(cv.SCORES, 0.5)
+    probe = {"recipe": {"C_grid": [0.1]}, "seed": 0, **scores}
+    records = [{"label": "probe", "fold": 0, **probe, "weighted_f1": 0.60},
+               {"label": "probe", "fold": 1, **probe, "weighted_f1": 0.70},
+               {"label": "a", "recipe": "r", "fold": 0, "seed": 0, **scores, "weighted_f1": 0.61},
+               {"label": "a", "recipe": "r", "fold": 0, "seed": 5, **scores, "weighted_f1": 0.65},
+               {"label": "a", "recipe": "r", "fold": 1, "seed": 5, **scores, "weighted_f1": 0.68},
+               {"label": "a", "recipe": "r", "fold": 2, "seed": 5, **scores, "weighted_f1": 0.99}]  # no probe on fold 2
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cv.paired_differences(path, "a", "probe").splitlines()[0] == (
+        "a - probe, weighted_f1: +1.33 ± 3.51 over 3 (fold, seed) pairs [+1.00, +5.00, -2.00], 2 of 3 above 0")
+    assert cv.paired_differences(path, "probe", "a").splitlines()[0].startswith("probe - a, weighted_f1: -1.33 ± 3.51 over 3")
+
+
+def test_a_run_sppscl_run_is_recorded_with_its_own_scores(tmp_path):
+    metrics = {f"eval_{name}": 0.1 * (index + 1) for index, name in enumerate(cv.SCORES)}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval_results.json").write_text(json.dumps({**metrics, "eval_samples": 450}))
+    (run / "all_results.json").write_text(json.dumps({"train_runtime": 100.5, "eval_runtime": 20.25}))
+    cv.main(["record", "--label", "plain", "--folds", "1", "--seeds", "42", "--results_dir", str(tmp_path),
+             "--eval_results", str(run / "eval_results.json")])
+    (record,) = cv.read_runs(tmp_path / "runs.jsonl")
+    assert {name: record[name] for name in cv.SCORES} == pytest.approx({name: metrics[f"eval_{name}"] for name in cv.SCORES})
+    assert (record["label"], record["fold"], record["seed"], record["wall_seconds"], record["samples"]) == ("plain", 1, 42, 120.8, 450)
+
+
 def test_runs_of_another_text_tower_are_never_taken_for_minilm_runs():
     recipe = RECIPES["finetune_text"]
     minilm = {"label": "finetune_text", "recipe": recipe, "fold": 0, "seed": 0}
