@@ -403,17 +403,8 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
     if not towers:
         raise ValueError("--cache_features true needs a frozen tower (--freeze_text_model or --freeze_vision_model)")
     with training_args.main_process_first(desc="feature extraction"):
-        cached = {
-            # On the device training will use (this process's accelerator), not wherever the model was loaded.
-            name: extract_features(model, processor, dataset, cache_dir=data_args.feature_cache_dir, batch_size=training_args.per_device_eval_batch_size,
-                                   storage_dtype=data_args.feature_cache_dtype, towers=towers, device=training_args.device,
-                                   precision=data_args.feature_extraction_precision,
-                                   num_workers=training_args.dataloader_num_workers or None, split=name)
-            for name, dataset in splits.items()
-        }
+        cached, problems = extract_splits(splits, towers, data_args, model, processor, training_args, report)
     if "vision" in towers:
-        problems = {name: {index: problem for index, problem in enumerate(cache["image_problem"]) if problem is not None}
-                    for name, cache in cached.items()}
         cached = apply_pixel_problems(cached, data_args.missing_image, report, problems)
     if len(towers) == 1:
         return cached, CachedFeatureCollator(raw_inputs=raw_inputs)
@@ -428,6 +419,34 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
     training_args.dataloader_num_workers, training_args.dataloader_pin_memory = 0, False
     training_args.dataloader_prefetch_factor, training_args.dataloader_persistent_workers = None, False
     return {name: cache.index_dataset() for name, cache in on_device.items()}, DeviceCacheCollator(list(on_device.values()))
+
+
+def extract_splits(splits, towers: tuple[str, ...], data_args: DataArguments, model, processor, training_args, report: dict):
+    """Each split's rows joined with the cached outputs of the frozen `towers`, and the images that did not decode
+    (split -> row index -> problem). The vision tower runs first, over every split and alone: its extraction is each
+    image's one decode, so an image whose pixels are truncated is named, and stops the run under --missing_image
+    error, before any text-tower work; the text tower's pass then reuses the vision cache."""
+
+    def extract(towers_now: tuple[str, ...]) -> dict:
+        # On the device training will use (this process's accelerator), not wherever the model was loaded.
+        return {name: extract_features(model, processor, dataset, cache_dir=data_args.feature_cache_dir, batch_size=training_args.per_device_eval_batch_size,
+                                       storage_dtype=data_args.feature_cache_dtype, towers=towers_now, device=training_args.device,
+                                       precision=data_args.feature_extraction_precision,
+                                       num_workers=training_args.dataloader_num_workers or None, split=name)
+                for name, dataset in splits.items()}
+
+    if "vision" not in towers:
+        return extract(towers), {}
+    vision = extract(("vision",))
+    problems = {name: {index: problem for index, problem in enumerate(cache["image_problem"]) if problem is not None}
+                for name, cache in vision.items()}
+    if data_args.missing_image == "error":
+        apply_pixel_problems(vision, "error", report, problems)  # raises, naming the files
+    action = "dropped (--missing_image skip)" if data_args.missing_image == "skip" else "kept with a blank image (--missing_image blank)"
+    for name, found in problems.items():
+        for index, problem in found.items():
+            logger.warning("split %s, id %r: %s; %s", name, str(vision[name][index]["id"]), problem, action)
+    return (vision if towers == ("vision",) else extract(towers)), problems
 
 
 def cache_on_device(option: str, caches: list, device) -> bool:

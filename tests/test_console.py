@@ -2,12 +2,15 @@
 or tokenizer loads (a bad data file fails first, even beside a tower that does not exist), and at the default
 `--log_level` the libraries' INFO lines (config dumps, datasets' builders) stay off the console while ours show."""
 
+import io
 import json
 import logging
 import re
 import sys
 
 import datasets
+import numpy as np
+import PIL.Image
 import pytest
 import transformers
 
@@ -83,3 +86,40 @@ def test_at_the_default_log_level_no_library_info_line_precedes_the_error(tmp_pa
     result = run_script([*command, "--log_level", "info"], cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Model config BertConfig" in result.stderr and "Model config ResNetConfig" in result.stderr
+
+
+def write_truncated_image(path) -> None:
+    """A noisy JPEG cut in half: its header reads, its pixels do not decode."""
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(noise).save(buffer, format="JPEG", quality=95)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_a_truncated_image_meets_the_policy_before_the_text_tower_runs(tmp_path, monkeypatch, capsys, logging_restored,
+                                                                       tower_folders, policy):  # noqa: F811
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_clmlf_folder(data, {"train": 6, "validation": 3})
+    write_truncated_image(data / "images" / "validation1.jpg")
+    monkeypatch.setattr(sys, "argv", [
+        "run_sppscl.py", "--data_dir", str(data), "--text_model_name_or_path", str(tower_folders / "text"),
+        "--vision_model_name_or_path", str(tower_folders / "vision"), "--freeze_text_model", "true",
+        "--output_dir", str(tmp_path / "out"), "--do_train", "--do_eval", "--max_steps", "1", "--report_to", "none",
+        "--write_space", "false", "--feature_cache_dir", str(cache), "--disable_tqdm", "true", "--missing_image", policy,
+    ])
+    if policy == "error":
+        with pytest.raises(SystemExit) as exit_:
+            run_sppscl.main()
+        assert exit_.value.code == 1
+        console = capsys.readouterr().err
+        message = console[console.index("error: "):]
+        assert "id 'validation1'" in message and "validation1.jpg" in message and "truncated" in message, message
+        # Both towers are frozen, yet only the vision tower ran: its caches for train and validation, no text cache.
+        assert sorted(path.name.split("-")[0] for path in cache.iterdir()) == ["vision", "vision"]
+        return
+    run_sppscl.main()
+    named = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line and "validation1.jpg" in line]
+    assert len(named) == 1 and "truncated" in named[0] and "dropped (--missing_image skip)" in named[0], named
+    assert json.loads((tmp_path / "out" / "data_report.json").read_text())["splits"]["validation"]["skipped_for_image"] == 1
+    assert sorted(path.name.split("-")[0] for path in cache.iterdir()) == ["text", "text", "vision", "vision"]
