@@ -45,7 +45,7 @@ from modeling_sppscl.data.demo import build_demo_tokenizer, load_demo_data
 from modeling_sppscl.data.extraction import PRECISIONS, STORAGE_DTYPES
 from modeling_sppscl.data.device_cache import DeviceCacheCollator, DeviceFeatureCache, fits_on_device
 from modeling_sppscl.data.feature_cache import CachedFeatureCollator, extract_features, frozen_towers
-from modeling_sppscl.data.preflight import check_before_training, check_output_dir, update_image_counts
+from modeling_sppscl.data.preflight import check_before_training, check_output_dir, check_splits, update_image_counts
 from modeling_sppscl.data.readers import load_clmlf_folder, load_csv_or_jsonl, load_datasets_dataset, load_hfm_text_files
 from modeling_sppscl.data.validation import apply_pixel_problems
 from modeling_sppscl.hub.publish import check_hub_access, write_card, write_model_space
@@ -275,7 +275,8 @@ def checkpoint_label_names(model_name_or_path: str | None) -> list[str] | None:
     """The class names of an SPP-SCL checkpoint, in id order (None without one)."""
     if not model_name_or_path:
         return None
-    id2label = AutoConfig.from_pretrained(model_name_or_path).id2label
+    with user_errors(f"--model_name_or_path {model_name_or_path}", (OSError,)):
+        id2label = AutoConfig.from_pretrained(model_name_or_path).id2label
     return [id2label[index] for index in range(len(id2label))]
 
 
@@ -314,9 +315,9 @@ def config_overrides(model_args: ModelArguments) -> dict:
 
 
 def check_config(model_args: ModelArguments, demo: bool) -> None:
-    """Build the config the run will build, from the towers' configs alone (no weights, no data), so that an
-    override the towers cannot take is refused before any work, naming the override that fixes it. The class
-    weights wait for the label set."""
+    """Build the config the run will build, from the towers' configs alone (no weights), so that an override the
+    towers cannot take is refused before any tower loads, naming the override that fixes it. The class weights
+    wait for the label set."""
     overrides = {key: value for key, value in config_overrides(model_args).items() if key != "class_weights"}
     try:
         if model_args.model_name_or_path:
@@ -402,17 +403,8 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
     if not towers:
         raise ValueError("--cache_features true needs a frozen tower (--freeze_text_model or --freeze_vision_model)")
     with training_args.main_process_first(desc="feature extraction"):
-        cached = {
-            # On the device training will use (this process's accelerator), not wherever the model was loaded.
-            name: extract_features(model, processor, dataset, cache_dir=data_args.feature_cache_dir, batch_size=training_args.per_device_eval_batch_size,
-                                   storage_dtype=data_args.feature_cache_dtype, towers=towers, device=training_args.device,
-                                   precision=data_args.feature_extraction_precision,
-                                   num_workers=training_args.dataloader_num_workers or None, split=name)
-            for name, dataset in splits.items()
-        }
+        cached, problems = extract_splits(splits, towers, data_args, model, processor, training_args, report)
     if "vision" in towers:
-        problems = {name: {index: problem for index, problem in enumerate(cache["image_problem"]) if problem is not None}
-                    for name, cache in cached.items()}
         cached = apply_pixel_problems(cached, data_args.missing_image, report, problems)
     if len(towers) == 1:
         return cached, CachedFeatureCollator(raw_inputs=raw_inputs)
@@ -427,6 +419,34 @@ def prepare_splits(splits, data_args: DataArguments, model, processor, training_
     training_args.dataloader_num_workers, training_args.dataloader_pin_memory = 0, False
     training_args.dataloader_prefetch_factor, training_args.dataloader_persistent_workers = None, False
     return {name: cache.index_dataset() for name, cache in on_device.items()}, DeviceCacheCollator(list(on_device.values()))
+
+
+def extract_splits(splits, towers: tuple[str, ...], data_args: DataArguments, model, processor, training_args, report: dict):
+    """Each split's rows joined with the cached outputs of the frozen `towers`, and the images that did not decode
+    (split -> row index -> problem). The vision tower runs first, over every split and alone: its extraction is each
+    image's one decode, so an image whose pixels are truncated is named, and stops the run under --missing_image
+    error, before any text-tower work; the text tower's pass then reuses the vision cache."""
+
+    def extract(towers_now: tuple[str, ...]) -> dict:
+        # On the device training will use (this process's accelerator), not wherever the model was loaded.
+        return {name: extract_features(model, processor, dataset, cache_dir=data_args.feature_cache_dir, batch_size=training_args.per_device_eval_batch_size,
+                                       storage_dtype=data_args.feature_cache_dtype, towers=towers_now, device=training_args.device,
+                                       precision=data_args.feature_extraction_precision,
+                                       num_workers=training_args.dataloader_num_workers or None, split=name)
+                for name, dataset in splits.items()}
+
+    if "vision" not in towers:
+        return extract(towers), {}
+    vision = extract(("vision",))
+    problems = {name: {index: problem for index, problem in enumerate(cache["image_problem"]) if problem is not None}
+                for name, cache in vision.items()}
+    if data_args.missing_image == "error":
+        apply_pixel_problems(vision, "error", report, problems)  # raises, naming the files
+    action = "dropped (--missing_image skip)" if data_args.missing_image == "skip" else "kept with a blank image (--missing_image blank)"
+    for name, found in problems.items():
+        for index, problem in found.items():
+            logger.warning("split %s, id %r: %s; %s", name, str(vision[name][index]["id"]), problem, action)
+    return (vision if towers == ("vision",) else extract(towers)), problems
 
 
 def cache_on_device(option: str, caches: list, device) -> bool:
@@ -450,14 +470,20 @@ def resume_checkpoint(requested: str | None, output_dir: Path) -> str | bool | N
 
 
 def set_up_logging(training_args: SppSclTrainingArguments) -> None:
-    """`--log_level` (INFO on the main process when passive) governs our lines, transformers', datasets' and Python
-    warnings; `--disable_tqdm` also turns off the progress bars of datasets (token counting), transformers (the
-    Trainer's, and ours: feature extraction, image checks) and huggingface_hub (saving)."""
-    level = training_args.get_process_log_level() if training_args.log_level != "passive" or not training_args.should_log else logging.INFO
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
+    """`--log_level` governs our lines, the libraries' (transformers, datasets, accelerate, ...) and Python
+    warnings. When passive (the default), the main process shows our progress at INFO and the libraries at their
+    own level (WARNING, or $TRANSFORMERS_VERBOSITY), without their config dumps and builder lines; `--log_level info`
+    shows those too. `--disable_tqdm` also turns off the progress bars of datasets (token counting), transformers
+    (the Trainer's, and ours: feature extraction, image checks) and huggingface_hub (saving)."""
+    libraries = training_args.get_process_log_level()
+    ours = logging.INFO if training_args.log_level == "passive" and training_args.should_log else libraries
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=libraries, force=True)
+    for name in (logger.name, "modeling_sppscl"):
+        logging.getLogger(name).setLevel(ours)
     logging.captureWarnings(True)
-    transformers.utils.logging.set_verbosity(level)
-    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(libraries)
+    datasets.utils.logging.set_verbosity(libraries)
+    datasets.utils.logging.disable_propagation()  # datasets has its own handler: the root's would print each line again
     # As the Trainer's own bars: one process per machine shows them.
     if training_args.disable_tqdm or training_args.local_process_index != 0:
         datasets.disable_progress_bars()
@@ -522,15 +548,18 @@ def run() -> dict:
     log_recipe(training_args)
     with user_errors(kinds=(ValueError,)):
         import_tower_module(model_args.tower_module)
-    check_config(model_args, demo)
     check_hub_access(space_args, training_args)
     with user_errors(kinds=(ValueError,)):
         check_and_log_world(training_args)
     set_seed(training_args.seed)
     with user_errors(kinds=(ValueError,)):
         check_output_dir(training_args.output_dir)
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
+    # The data first: a bad row or split is reported before any tower or tokenizer loads (and before a tower problem).
     with user_errors(kinds=(ValueError, OSError)):
         loaded = load_data(data_args, training_args.seed, model_args.model_name_or_path)
+        check_splits(loaded, training_args, limits, data_args.strict_data)
+    check_config(model_args, demo)
     train = loaded.splits.get("train")
     train_labels = None if train is None else limit(train, data_args.max_train_samples)["label"]
     model, processor = build_model_and_processor(model_args, loaded.label_names, demo, train_labels)
@@ -538,7 +567,6 @@ def run() -> dict:
         # Every head parameter reaches the loss (logits come from both embeddings); a trainable tower may hold some
         # that do not (BERT's pooler), so DDP keeps searching for them there.
         training_args.ddp_find_unused_parameters = False
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
     with user_errors(kinds=(ValueError,)):
         checked = check_before_training(loaded, model, processor, training_args, limits, data_args.empty_text,
                                         report_dir=training_args.output_dir if training_args.should_save else None,

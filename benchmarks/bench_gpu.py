@@ -16,7 +16,6 @@ Usage: `python benchmarks/bench_gpu.py [--tiny] [--variants paper default]`; fig
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from transformers import BertConfig, ResNetConfig, TrainerCallback
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import StepTimer, load_line, machine_line, quiet_libraries, synthetic_rows, synthetic_tokenizer  # noqa: E402
+from bench_train import StepTimer, load_line, machine_line, quiet_libraries, synthetic_data  # noqa: E402
 from configuration_sppscl import SppSclConfig  # noqa: E402
 from modeling_sppscl import SppSclModel, SppSclProcessor, paper_image_processor  # noqa: E402
 from modeling_sppscl.data.collators import ImageTextCollator  # noqa: E402
@@ -155,12 +154,7 @@ def main() -> None:
     print(f"machine: {machine_line()}; {gpu}; {load_line()}")
     print(f"setup: {'tiny towers' if args.tiny else 'BERT-base + ResNet-50 (random weights)'}, {args.train_samples} train + "
           f"{args.dev_samples} dev synthetic samples, batch {args.batch_size}, two-step update, device {device}")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "images").mkdir()
-        vocab_size = towers(args.tiny)[0].vocab_size
-        tokenizer = synthetic_tokenizer(tmp, vocab_size)
-        rows = synthetic_rows(tmp / "images", args.train_samples + args.dev_samples, vocab_size)
+    with synthetic_data(args.train_samples + args.dev_samples, towers(args.tiny)[0].vocab_size) as (tmp, tokenizer, rows):
         results = {variant: run_variant(variant, args, rows, tokenizer, device, tmp) for variant in args.variants}
     print(load_line())
     headline = results.get("paper", next(iter(results.values())))

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,16 @@ def synthetic_rows(folder: Path, count: int, vocab_size: int, seed: int = 0) -> 
     texts = [" ".join(f"w{w}" for w in rng.integers(0, words, rng.integers(10, 41))) for _ in range(count)]
     labels = rng.integers(0, 3, count).tolist()
     return Dataset.from_dict({"id": [str(i) for i in range(count)], "text": texts, "image": paths, "label": labels})
+
+
+@contextmanager
+def synthetic_data(count: int, vocab_size: int):
+    """A temporary folder (removed on exit), a tokenizer over `vocab_size` ids and `count` synthetic rows whose
+    images are in the folder's `images/`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "images").mkdir()
+        yield folder, synthetic_tokenizer(folder, vocab_size), synthetic_rows(folder / "images", count, vocab_size)
 
 
 def paper_model() -> SppSclModel:
@@ -199,12 +210,7 @@ def main() -> None:
     print(f"setup: paper variant, BERT-base + ResNet-50 shapes (random weights), text padded to 202, "
           f"batch {args.batch_size}, {args.samples} synthetic samples (224x224 JPEG), two-step update (SppSclTrainer), cache in {args.storage_dtype}")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "images").mkdir()
-        text_config = BertConfig()
-        tokenizer = synthetic_tokenizer(tmp, text_config.vocab_size)
-        rows = synthetic_rows(tmp / "images", args.samples, text_config.vocab_size)
+    with synthetic_data(args.samples, BertConfig().vocab_size) as (tmp, tokenizer, rows):
         model = paper_model()
         processor = SppSclProcessor.for_config(model.config, paper_image_processor(), tokenizer)
 

@@ -12,6 +12,7 @@ from transformers import BertConfig, BertTokenizerFast, ConvNextConfig, ResNetCo
 
 from configuration_sppscl import SppSclConfig
 from modeling_sppscl import SppSclModel, SppSclProcessor, paper_image_processor
+from modeling_sppscl.training.trainer import SppSclTrainingArguments
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +126,13 @@ def collate_feature_rows(rows):
         "labels": torch.stack([r["labels"] for r in rows]),
     }
 
+
+
+def reference_training_arguments(output_dir, **kwargs) -> SppSclTrainingArguments:
+    """Arguments for comparing the Trainer's updates with the authors' loop: their Adam (betas 0.9 / 0.999,
+    epsilon 1e-8), on the CPU, every update logged, nothing saved or reported; `kwargs` add the rest."""
+    return SppSclTrainingArguments(output_dir=str(output_dir), adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, report_to=[],
+                                   save_strategy="no", use_cpu=True, logging_steps=1, **kwargs)
 
 DEMO_RUN_ARGS = ["--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "3", "--max_train_samples", "288",
                  "--max_eval_samples", "48", "--max_predict_samples", "48", "--per_device_train_batch_size", "32",

@@ -167,7 +167,9 @@ def test_extraction_runs_on_the_training_arguments_device_not_the_models(tmp_pat
             {value.device.type for value in (*inputs, *kwargs.values()) if isinstance(value, torch.Tensor)}
             | {next(module.parameters()).device.type}), with_kwargs=True)
     with pytest.raises((NotImplementedError, RuntimeError), match="meta"):
-        prepare_splits({"train": make_rows(tmp_path, 4)}, DataArguments(), model, tiny_processor(tmp_path / "tok"), args)
+        # A cache folder of its own: a cache another test made of the same rows would be reused, and no tower run.
+        prepare_splits({"train": make_rows(tmp_path, 4)}, DataArguments(feature_cache_dir=str(tmp_path / "cache")), model,
+                       tiny_processor(tmp_path / "tok"), args)
     assert seen and all(devices == {"meta"} for devices in seen), seen
 
 

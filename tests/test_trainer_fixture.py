@@ -5,8 +5,9 @@ import torch
 from torch.utils.data import Dataset
 
 from modeling_sppscl import convert_reference_state_dict
-from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
+from modeling_sppscl.training.trainer import SppSclTrainer
 
+from conftest import reference_training_arguments
 from test_reference_fixture import fixture, paper_config_with_small_towers, reference_model, reference_weights  # noqa: F401
 from test_review_defects import GradientsAtOptimizerStep
 
@@ -35,21 +36,8 @@ def stack_rows(rows):
 
 def run_one_iteration(tensors, labels, tmp_path, callbacks=()):
     model = reference_model(tensors, dropout=0.0)
-    args = SppSclTrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=len(labels),
-        max_steps=1,
-        learning_rate=1e-4,
-        weight_decay=1e-6,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        adam_epsilon=1e-8,
-        lr_scheduler_type="constant",
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        logging_steps=1,
-    )
+    args = reference_training_arguments(tmp_path, per_device_train_batch_size=len(labels), max_steps=1, learning_rate=1e-4,
+                                        weight_decay=1e-6, lr_scheduler_type="constant")
     data = FeatureRows(tensors["inputs.text_hidden_last4"], tensors["inputs.image_feature_map"], labels)
     trainer = SppSclTrainer(model=model, args=args, train_dataset=data, data_collator=stack_rows, callbacks=list(callbacks))
     trainer.train()

@@ -21,6 +21,7 @@ from modeling_sppscl import SppSclModel, convert_reference_state_dict, gate_coun
 from modeling_sppscl.training.distributed import _normalise_over_global_batch
 from modeling_sppscl.training.trainer import SppSclTrainer, SppSclTrainingArguments
 
+from conftest import reference_training_arguments
 from test_reference_fixture import paper_config_with_small_towers, reference_weights
 
 
@@ -110,21 +111,14 @@ def trajectory_model(tensors, variant="paper") -> SppSclModel:
 
 def trajectory_arguments(output_dir, recipe, **kwargs) -> SppSclTrainingArguments:
     kwargs.setdefault("per_device_train_batch_size", recipe["batch_size"])
-    return SppSclTrainingArguments(
-        output_dir=str(output_dir),
+    return reference_training_arguments(
+        output_dir,
         num_train_epochs=recipe["epochs"],
         lr_scheduler_type="halving",
         lr_halving_epochs=recipe["halving_every_epochs"],
         learning_rate=recipe["lr"],
         weight_decay=recipe["weight_decay"],
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        adam_epsilon=1e-8,
         train_sampling_strategy="sequential",
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        logging_steps=1,
         disable_tqdm=True,
         **kwargs,
     )

@@ -13,7 +13,8 @@ one pass over every split:
 - the splits that `--do_train`, `--do_eval` and `--do_predict` need must be there and hold a pair;
 - with `--strict_data`, the questionable rows the readers found (see `consistency`) are refused too.
 
-All problems are refused together, in one message naming file, row and id and the fix. Every row not used as
+All problems are refused together, in one message naming file, row and id and the fix; `check_splits` makes
+the checks that need no model (the splits, `--strict_data`) alone, before any tower loads. Every row not used as
 given is logged and written to `data_report.json`: per split, rows holding no value, images skipped, blanked or
 read from outside the data folder, texts dropped or truncated, labels matched by case, pairs beyond
 `--max_*_samples`; and the questionable rows, by kind.
@@ -115,14 +116,28 @@ def check_before_training(loaded, model, processor, training_args, limits: dict[
                                        sum(len(row) + special > processor.text_max_length for row in ids), processor.text_max_length)
         if limits.get(split) is not None:
             summary[split]["left_out_by_max_samples"] = max(0, len(splits[split]) - limits[split])
-    problems += missing_split_problems(splits, report, training_args, limits)
-    if strict_data:
-        problems += [f"{problem} (--strict_data: fix the data, or leave out --strict_data to go on with a warning)"
-                     for problem in questionable_problems(report)]
+    problems += split_problems(splits, report, training_args, limits, strict_data)
     if problems:
         raise ValueError("The data cannot be used for this run:\n- " + "\n- ".join(problems))
     log_summary(summary, report, report_dir)
     return splits
+
+
+def check_splits(loaded, training_args, limits: dict[str, int | None], strict_data: bool = False) -> None:
+    """The checks of `check_before_training` that need no model or tokenizer (the splits the run needs, and
+    `--strict_data`), so that `run_sppscl.py` refuses such data before any tower loads."""
+    problems = split_problems(loaded.splits, loaded.report, training_args, limits, strict_data)
+    if problems:
+        raise ValueError("The data cannot be used for this run:\n- " + "\n- ".join(problems))
+
+
+def split_problems(splits: dict[str, Dataset], report: dict[str, Any], training_args, limits: dict[str, int | None],
+                   strict_data: bool) -> list[str]:
+    problems = missing_split_problems(splits, report, training_args, limits)
+    if strict_data:
+        problems += [f"{problem} (--strict_data: fix the data, or leave out --strict_data to go on with a warning)"
+                     for problem in questionable_problems(report)]
+    return problems
 
 
 def missing_split_problems(splits: dict[str, Dataset], report: dict[str, Any], training_args, limits: dict[str, int | None]) -> list[str]:
@@ -187,4 +202,4 @@ def update_image_counts(report_dir: str, report: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
-__all__ = ["cap_text_length", "check_before_training", "check_output_dir", "text_tower_limit", "update_image_counts"]
+__all__ = ["cap_text_length", "check_before_training", "check_output_dir", "check_splits", "text_tower_limit", "update_image_counts"]

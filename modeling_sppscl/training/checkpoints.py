@@ -35,6 +35,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import CONFIG_NAME
 
 from ..hub.push_files import WEIGHT_PATTERNS
+from .taken_over import taken_over
 
 
 logger = logging.getLogger(__name__)
@@ -87,18 +88,9 @@ def move_model_into_place(staging: Path, folder: Path) -> None:
     staging.rmdir()
 
 
-class AtomicCheckpointsArgumentsMixin:
+class AtomicCheckpointsArgumentsMixin(taken_over("save_total_limit", "set_save", None)):
     """For a `TrainingArguments` subclass: `save_total_limit` becomes `sppscl_save_total_limit`, which
     `AtomicCheckpointsMixin` applies once a checkpoint is complete (see above); the Trainer's is None."""
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.sppscl_save_total_limit, self.save_total_limit = self.save_total_limit, None
-
-    def set_save(self, *args, **kwargs):
-        super().set_save(*args, **kwargs)
-        self.sppscl_save_total_limit, self.save_total_limit = self.save_total_limit, None
-        return self
 
 
 class AtomicCheckpointsMixin:

@@ -25,23 +25,15 @@ from ..hub.push_files import (
     pushed_files,
     upload_patterns,
 )
+from .taken_over import taken_over
 
 
 logger = logging.getLogger(__name__)
 
 
-class ModelOnlyPushArgumentsMixin:
+class ModelOnlyPushArgumentsMixin(taken_over("push_to_hub", "set_push_to_hub", False)):
     """For a `TrainingArguments` subclass: `push_to_hub` becomes `sppscl_push_to_hub`, which `ModelOnlyPushMixin`
     acts on; the Trainer's is False (see above)."""
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.sppscl_push_to_hub, self.push_to_hub = self.push_to_hub, False
-
-    def set_push_to_hub(self, *args, **kwargs):
-        super().set_push_to_hub(*args, **kwargs)
-        self.sppscl_push_to_hub, self.push_to_hub = self.push_to_hub, False
-        return self
 
 
 class ModelOnlyPushMixin:
