@@ -71,7 +71,7 @@ def load_clmlf_folder(
         raise FileNotFoundError(f"CLMLF data folder not found: {folder}")
     files = clmlf_split_files(folder)
     images = clmlf_image_folder(folder, image_dir, require_images)
-    report = new_report(str(folder), settings, images is None, {split: str(path) for split, path in files.items()})
+    report = new_report(files, settings, text_only=images is None, source=str(folder))
     raw = {split: read_clmlf_json(path, split, images, report) for split, path in files.items()}
     return build_loaded_data(raw, settings, report, settings.label_names or clmlf_label_names(raw, folder))
 
@@ -89,7 +89,7 @@ def load_hfm_text_files(
     if images is not None and not images.is_dir():
         raise FileNotFoundError(f"HFM image folder not found: {images}")
     files = given_split_files(train_file, validation_file, test_file)
-    report = files_report(files, settings, text_only=images is None)
+    report = new_report(files, settings, text_only=images is None)
     raw = {split: read_hfm_lines(path, split, images, report) for split, path in files.items()}
     return build_loaded_data(raw, settings, report, settings.label_names or HFM_LABEL_NAMES)
 
@@ -112,7 +112,7 @@ def load_csv_or_jsonl(
     """
     settings = ReadOptions(**options)
     files = given_split_files(train_file, validation_file, test_file)
-    report = files_report(files, settings, text_only=image_column is None)
+    report = new_report(files, settings, text_only=image_column is None)
     columns = {"image": image_column, "text": text_column, "label": label_column, "id": id_column}
     raw = {split: read_table_file(path, split, columns, report) for split, path in files.items()}
     return build_loaded_data(raw, settings, report)
@@ -135,16 +135,11 @@ def load_datasets_dataset(
     dataset = open_datasets_dataset(name_or_path, **options_and_load_kwargs)
     base = Path(name_or_path).resolve() if Path(name_or_path).exists() else None
     sources = {split: f"{name_or_path}, split {split}" for split in dataset}
-    report = new_report(name_or_path, settings, image_column is None, sources)
+    report = new_report(sources, settings, text_only=image_column is None, source=name_or_path)
     columns = {"image": image_column, "text": text_column, "label": label_column, "id": id_column}
     raw = {split: read_table(part, sources[split], split, columns, lambda index: f"row {index}", table_images(base, split, report), report)
            for split, part in dataset.items()}
     return build_loaded_data(raw, settings, report, class_label_names(dataset, label_column, settings.label_names))
-
-
-def files_report(files: dict[str, Path], options: ReadOptions, text_only: bool) -> dict[str, Any]:
-    """A new report for data read from one file per split."""
-    return new_report(", ".join(str(path) for path in files.values()), options, text_only, {split: str(path) for split, path in files.items()})
 
 
 # ---------------------------------------------------------------- locating files

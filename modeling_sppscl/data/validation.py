@@ -120,13 +120,14 @@ def blank_image(size: tuple[int, int] = (224, 224)) -> PIL.Image.Image:
     return PIL.Image.new("RGB", tuple(size))
 
 
-def new_report(source: str, options: ReadOptions, text_only: bool, files: dict[str, str]) -> dict[str, Any]:
+def new_report(files: dict[str, Any], options: ReadOptions, text_only: bool, source: str | None = None) -> dict[str, Any]:
+    """A new report of data read from `files` (split -> file), whose `source` is by default the files."""
     return {
-        "source": source, "missing_image": options.missing_image, "empty_text": options.empty_text, "text_only": text_only,
+        "source": source or ", ".join(str(path) for path in files.values()), "missing_image": options.missing_image, "empty_text": options.empty_text, "text_only": text_only,
         "rows": {}, "skipped": {}, "blanked": {}, "dropped_texts": {}, "case_normalised_labels": {},
         "classes_without_train_rows": [], "undecodable_files": [], "blank_rows": {},
         "allow_images_outside_data_dir": options.allow_images_outside_data_dir, "images_outside_data_dir": {},
-        "files": files,
+        "files": {split: str(path) for split, path in files.items()},
     }
 
 
@@ -166,6 +167,19 @@ def raise_image_problems(split: str, wheres: list[str], problems: dict[int, str]
         "Pass missing_image='skip' to drop these pairs or missing_image='blank' to keep them with a blank image "
         "(run_sppscl.py: --missing_image skip|blank)."
     )
+
+
+def meet_missing_image(split: str, problems: dict[int, str], wheres: list[str], missing_image: str, report: dict[str, Any], what: str) -> set[int]:
+    """The `missing_image` policy for a split's image `problems` (row index -> problem; `wheres` locates each
+    row): raise, or warn and add them to the report's `skipped` or `blanked`; the rows to drop."""
+    if problems and missing_image == "error":
+        raise_image_problems(split, wheres, problems)
+    for count, mode in (("skipped", "skip"), ("blanked", "blank")):
+        report[count][split] = report[count].get(split, 0) + (len(problems) if missing_image == mode else 0)
+    if problems:
+        action = "dropped" if missing_image == "skip" else "kept with a blank image"
+        logger.warning("%s, split %s: %d of %d %s; %s", report["source"], split, len(problems), len(wheres), what, action)
+    return set(problems) if missing_image == "skip" else set()
 
 
 def raise_empty_texts(split: str, wheres: list[str], empty: list[int]) -> None:
@@ -214,17 +228,11 @@ def check_split(split: str, rows: datasets.Dataset, mapper: LabelMapper, options
         if report["case_normalised_labels"][split]:
             logger.warning("%s, split %s: %d label(s) matched to a class by case only", report["source"], split, report["case_normalised_labels"][split])
         problems = {} if report["text_only"] else image_problems(batch["image"], options.verify_pixels, split)
-        if problems and options.missing_image == "error":
-            raise_image_problems(split, wheres, problems)
-        report["skipped"][split] = len(problems) if options.missing_image == "skip" else 0
-        report["blanked"][split] = len(problems) if options.missing_image == "blank" else 0
+        dropped = meet_missing_image(split, problems, wheres, options.missing_image, report, "pairs have a missing or unreadable image")
         report["dropped_texts"][split] = len(empty)
-        if problems:
-            action = "dropped" if options.missing_image == "skip" else "kept with a blank image"
-            logger.warning("%s, split %s: %d of %d pairs have a missing or unreadable image; %s", report["source"], split, len(problems), len(wheres), action)
         if empty:
             logger.warning("%s, split %s: %d pair(s) with an empty text dropped, e.g. %s", report["source"], split, len(empty), wheres[empty[0]])
-        dropped = set(empty) | (set(problems) if options.missing_image == "skip" else set())
+        dropped |= set(empty)
         keep = [index for index in range(len(wheres)) if index not in dropped]
         report["rows"][split] = len(keep)
         images = [None if index in problems else image for index, image in enumerate(batch["image"])]
@@ -264,19 +272,12 @@ def apply_pixel_problems(splits: dict[str, datasets.Dataset], missing_image: str
             images = list(dataset["image"]) if "image" in dataset.column_names else []
             present = [index for index, image in enumerate(images) if image is not None]
             found = {present[index]: problem for index, problem in image_problems([images[i] for i in present], True, split).items()}
-        if found and missing_image == "error":
-            raise_image_problems(split, [f"id {str(row_id)!r}" for row_id in dataset["id"]], found)
-        if found:
-            logger.warning("split %s: %d of %d images do not decode; %s", split, len(found), len(dataset),
-                           "dropped" if missing_image == "skip" else "kept with a blank image")
-        if found and missing_image == "skip":
+        wheres = [f"id {str(row_id)!r}" for row_id in dataset["id"]]
+        if meet_missing_image(split, found, wheres, missing_image, report, "images do not decode"):
             dataset = dataset.select([index for index in range(len(dataset)) if index not in found])
-            report["skipped"][split] = report["skipped"].get(split, 0) + len(found)
             report["rows"][split] = len(dataset)
-        elif found:
-            if "image" in dataset.column_names:
-                dataset = dataset.map(lambda row, index: {"image": None} if index in found else {}, with_indices=True)
-            report["blanked"][split] = report["blanked"].get(split, 0) + len(found)
+        elif found and "image" in dataset.column_names:
+            dataset = dataset.map(lambda row, index: {"image": None} if index in found else {}, with_indices=True)
         checked[split] = dataset.cast_column("image", feature) if isinstance(feature, datasets.Image) else dataset
     return checked
 
