@@ -51,9 +51,7 @@ ImageOf = Callable[[Any, str, str], Any]
 # ---------------------------------------------------------------- public readers
 
 
-def load_clmlf_folder(
-    data_dir: PathLike, require_images: bool = True, image_dir: PathLike | None = None, **options: Any
-) -> LoadedData:
+def load_clmlf_folder(data_dir: PathLike, *, require_images: bool = True, image_dir: PathLike | None = None, **options: Any) -> LoadedData:
     """A folder in CLMLF's layout: `train.json`, `dev.json` or `valid.json` (the validation split), `test.json`,
     each a JSON list of `{"id", "text", "emotion_label"}`, and the images as `images/{id}.jpg` or
     `dataset_image/{id}.jpg` (any case, e.g. `Images/`; or in `image_dir`). `options`: see `ReadOptions`.
@@ -227,8 +225,7 @@ def read_hfm_lines(path: Path, split: str, images: Path | None, report: dict) ->
                 raise ValueError(f"{path}, line {number}: expected [id, text, label] or [id, text, hashtag_label, label], got {line[:200]}")
             where = f"{path}, line {number} (id {str(item[0])!r})"
             image = image_in_folder(f"{item[0]}.jpg", images, split, where, report) if images is not None else None
-            for name, value in zip(rows, (str(item[0]), as_read(item[1]), as_read(item[-1]), image, where)):
-                rows[name].append(value)
+            add_row(rows, str(item[0]), item[1], item[-1], image, where)
         return rows
 
     return whole_batch(dataset, rows_of, raw_features(), f"Reading rows ({split})") if dataset is not None else no_rows()
@@ -279,17 +276,20 @@ def read_table(
                 continue  # a blank CSV line (JSON nulls are no blank line: they meet the checks)
             row_id = str(table[id_column][index]) if id_column else f"{split}-{index - blank}"
             where = f"{source}, {locate(index)} (id {row_id!r})"
-            text = table[columns["text"]][index]
-            text = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
             image = image_of(table[image_column][index] if image_column else None, row_id, where)
-            for name, value in zip(rows, (row_id, as_read(text), as_read(table[columns["label"]][index]), image, where)):
-                rows[name].append(value)
+            add_row(rows, row_id, table[columns["text"]][index], table[columns["label"]][index], image, where)
         report["blank_rows"][split] = blank
         if blank:
             logger.warning("%s: %d row(s) holding no value left out", source, blank)
         return rows
 
     return whole_batch(part, rows_of, raw_features(datasets.Image(decode=False) if undecoded else None), f"Reading rows ({split})")
+
+
+def add_row(rows: dict[str, list], row_id: str, text: Any, label: Any, image: Any, where: str) -> None:
+    """One more raw row (see `validation.raw_features`) in the columns `rows`."""
+    for name, value in zip(rows, (row_id, as_read(text), as_read(label), image, where)):
+        rows[name].append(value)
 
 
 def table_images(base: Path | None, split: str, report: dict) -> ImageOf:

@@ -18,6 +18,7 @@ and leaves out the pairs the policies drop, counting them in the report. Rules:
 
 import json
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -26,7 +27,6 @@ from typing import Any
 import datasets
 import PIL.Image
 from datasets import ClassLabel, DatasetDict, Features, Value
-from datasets.fingerprint import generate_random_fingerprint
 from transformers.utils.logging import tqdm
 
 from ..processing_sppscl import image_size, load_image, text_problems
@@ -94,9 +94,10 @@ def raw_features(image: datasets.Image | None = None) -> Features:
 
 
 def as_read(value: Any) -> str:
-    """A text or label as read (a str, a number, a bool, None, a list), kept exactly as JSON until it is judged
-    (`json.loads`): `Json()` columns would store a str that reads as JSON (`"2"`) as that JSON (`2`)."""
-    return json.dumps(value, default=repr)
+    """A text or label as read (a str, a number, a bool, None, a list; bytes decoded leniently), kept exactly as
+    JSON until it is judged (`json.loads`): `Json()` columns would store a str that reads as JSON (`"2"`) as that
+    JSON (`2`)."""
+    return json.dumps(value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value, default=repr)
 
 
 def no_rows() -> datasets.Dataset:
@@ -112,7 +113,7 @@ def whole_batch(dataset: datasets.Dataset, function: Callable[[dict], dict], fea
     if not len(dataset):
         return datasets.Dataset.from_dict(function(dataset[:]), features=features)
     return dataset.map(function, batched=True, batch_size=None, remove_columns=dataset.column_names, features=features,
-                       keep_in_memory=True, new_fingerprint=generate_random_fingerprint(), desc=description)
+                       keep_in_memory=True, new_fingerprint=uuid.uuid4().hex, desc=description)
 
 
 def blank_image(size: tuple[int, int] = (224, 224)) -> PIL.Image.Image:
@@ -123,7 +124,8 @@ def blank_image(size: tuple[int, int] = (224, 224)) -> PIL.Image.Image:
 def new_report(files: dict[str, Any], options: ReadOptions, text_only: bool, source: str | None = None) -> dict[str, Any]:
     """A new report of data read from `files` (split -> file), whose `source` is by default the files."""
     return {
-        "source": source or ", ".join(str(path) for path in files.values()), "missing_image": options.missing_image, "empty_text": options.empty_text, "text_only": text_only,
+        "source": source or ", ".join(str(path) for path in files.values()), "text_only": text_only,
+        "missing_image": options.missing_image, "empty_text": options.empty_text,
         "rows": {}, "skipped": {}, "blanked": {}, "dropped_texts": {}, "case_normalised_labels": {},
         "classes_without_train_rows": [], "undecodable_files": [], "blank_rows": {},
         "allow_images_outside_data_dir": options.allow_images_outside_data_dir, "images_outside_data_dir": {},
