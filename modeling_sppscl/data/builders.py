@@ -150,10 +150,3 @@ def class_label_names(dataset: DatasetDict, label_column: str, label_names: list
         raise ValueError(f"label_names {list(label_names)} differ from the dataset's ClassLabel names {feature.names}")
     return list(feature.names)
 
-
-def image_feature_of(dataset: DatasetDict, image_column: str | None) -> datasets.Image | None:
-    """An `Image()` feature when the dataset's image column is one (the output keeps it), else None."""
-    if image_column is None:
-        return None
-    feature = next(iter(dataset.values())).features.get(image_column)
-    return datasets.Image() if isinstance(feature, datasets.Image) else None

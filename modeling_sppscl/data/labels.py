@@ -12,6 +12,7 @@
   `--class_names`) is the user's to choose.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +52,30 @@ def refuse_case_twins(names: list[str], where: dict[str, str], source: str) -> N
             )
 
 
-def check_labels_present(raw: dict[str, list]) -> None:
-    for row in (row for split_rows in raw.values() for row in split_rows):
-        if row.label is None or not str(row.label).strip():
-            raise ValueError(f"{row.where}: the label is missing; give every row a label")
+def labelled(rows) -> list[tuple[Any, str]]:
+    """(label, where) of each raw row (a reader's `Dataset`, see `validation.raw_features`)."""
+    return [(json.loads(label), where) for label, where in zip(rows["label"], rows["where"])]
 
 
-def infer_label_names(rows: list, split: str) -> tuple[list[str], bool]:
+def check_labels_present(raw: dict[str, Any]) -> None:
+    for label, where in (pair for rows in raw.values() for pair in labelled(rows)):
+        if label is None or not str(label).strip():
+            raise ValueError(f"{where}: the label is missing; give every row a label")
+
+
+def infer_label_names(rows, split: str) -> tuple[list[str], bool]:
     """The label set of one split's rows, and whether it is made of ids: integer ids named "0".."n-1", or the
     sorted distinct names."""
-    ids = [integer_label(row.label) for row in rows]
+    pairs = labelled(rows)
+    ids = [integer_label(label) for label, _ in pairs]
     if all(value is not None for value in ids):
-        negative = next((row for row, value in zip(rows, ids) if value < 0), None)
+        negative = next(((label, where) for (label, where), value in zip(pairs, ids) if value < 0), None)
         if negative is not None:
-            raise ValueError(f"{negative.where}: unknown label {negative.label!r}; label ids must be 0 or more")
+            raise ValueError(f"{negative[1]}: unknown label {negative[0]!r}; label ids must be 0 or more")
         return [str(index) for index in range(max(ids, default=-1) + 1)], True
     first_seen = {}
-    for row in rows:
-        first_seen.setdefault(str(row.label).strip(), row.where)
+    for label, where in pairs:
+        first_seen.setdefault(str(label).strip(), where)
     names = sorted(first_seen)
     refuse_case_twins(names, first_seen, f"split {split!r}")
     return names, False
@@ -118,7 +125,7 @@ class LabelMapper:
         return f"unknown label {value!r}; allowed labels: {allowed_labels(self.names)}; {origin}{CLASS_NAMES_HINT}"
 
 
-def label_mapper(raw: dict[str, list], label_names: list[str] | None) -> LabelMapper:
+def label_mapper(raw: dict[str, Any], label_names: list[str] | None) -> LabelMapper:
     """The mapper of every split's labels: to `label_names` when given, else to the training split's labels."""
     check_labels_present(raw)
     if label_names is not None:
@@ -128,14 +135,14 @@ def label_mapper(raw: dict[str, list], label_names: list[str] | None) -> LabelMa
     return LabelMapper(names, "ids" if from_ids else "names", reference)
 
 
-def clmlf_label_names(raw: dict[str, list], folder: Path) -> list[str]:
+def clmlf_label_names(raw: dict[str, Any], folder: Path) -> list[str]:
     """MVSA's or HFM's names, from the labels of every split and the folder's name (see `load_clmlf_folder`)."""
     largest = 0
-    for row in (row for rows in raw.values() for row in rows):
-        as_int = integer_label(row.label)
+    for label, where in (pair for rows in raw.values() for pair in labelled(rows)):
+        as_int = integer_label(label)
         if as_int is None or not 0 <= as_int <= 2:
             raise ValueError(
-                f"{row.where}: unknown label {row.label!r}; CLMLF labels are ids 0..2 (MVSA: {MVSA_LABEL_NAMES}) "
+                f"{where}: unknown label {label!r}; CLMLF labels are ids 0..2 (MVSA: {MVSA_LABEL_NAMES}) "
                 f"or 0..1 (HFM: {HFM_LABEL_NAMES}); for another label set {CLASS_NAMES_HINT}"
             )
         largest = max(largest, as_int)

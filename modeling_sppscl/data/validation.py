@@ -1,7 +1,10 @@
-"""Validation of the rows every reader returns: labels, texts, images, the missing-image policy and the report.
+"""Validation of the rows every reader returns: labels, texts, images, the policies and the report, in one pass.
 
-The readers turn each format into `RawRow`s; `build_loaded_data` checks them and assembles the `DatasetDict`.
-Rules:
+Every reader gives, per split, a `datasets.Dataset` of raw rows (`raw_features`): `id`, `text` and `label` as read
+(kept exactly by `as_read`, judged here), `image` (a path, an undecoded `Image()` value, or `None`) and `where`
+(file, line/item/row and id, for messages). `build_loaded_data` matches the labels of every split to one label set
+(`labels`), then checks each split in one batched `map` that cleans the texts, maps the labels, checks the images
+and leaves out the pairs the policies drop, counting them in the report. Rules:
 
 - Labels follow the one rule of `labels` (one label set; ids only where the set says which id is which); the
   labels matched by case are counted in `case_normalised_labels`.
@@ -13,9 +16,12 @@ Rules:
   or `apply_pixel_problems`' own pass) meets the same policy afterwards, through `apply_pixel_problems`.
 """
 
+import json
 import logging
+import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import datasets
@@ -58,14 +64,56 @@ class LoadedData:
 
 
 @dataclass
-class RawRow:
-    """One pair as read, before validation; `where` locates it in error messages (file, line/item/row, id)."""
+class ReadOptions:
+    """What every reader takes besides its files and columns: `label_names` (see `labels`), the `missing_image` and
+    `empty_text` policies, `verify_pixels` (decode each image at reduced size, which catches truncated files,
+    rather than read its header) and `allow_images_outside_data_dir` (see `readers.image_in_folder`)."""
 
-    id: str
-    text: Any
-    label: Any
-    image: Any
-    where: str
+    label_names: list[str] | None = None
+    missing_image: str = "error"
+    verify_pixels: bool = False
+    empty_text: str = "error"
+    allow_images_outside_data_dir: bool = False
+
+    def __post_init__(self):
+        if self.missing_image not in MISSING_IMAGE_MODES:
+            raise ValueError(f"missing_image must be one of {MISSING_IMAGE_MODES}, got {self.missing_image!r}")
+        if self.empty_text not in EMPTY_TEXT_MODES:
+            raise ValueError(f"empty_text must be one of {EMPTY_TEXT_MODES}, got {self.empty_text!r}")
+
+    @classmethod
+    def take(cls, keywords: dict[str, Any]) -> "ReadOptions":
+        """The options among `keywords`, taken out of it (the rest goes elsewhere: `datasets.load_dataset`)."""
+        return cls(**{option.name: keywords.pop(option.name) for option in fields(cls) if option.name in keywords})
+
+
+def raw_features(image: datasets.Image | None = None) -> Features:
+    """The columns of the rows every reader returns: `text` and `label` as read (`as_read`), `image` an undecoded
+    `Image()` or a path (`Value`)."""
+    return Features({"id": Value("string"), "text": Value("string"), "label": Value("string"), "image": image or Value("string"), "where": Value("string")})
+
+
+def as_read(value: Any) -> str:
+    """A text or label as read (a str, a number, a bool, None, a list; bytes decoded leniently), kept exactly as
+    JSON until it is judged (`json.loads`): `Json()` columns would store a str that reads as JSON (`"2"`) as that
+    JSON (`2`)."""
+    return json.dumps(value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value, default=repr)
+
+
+def no_rows() -> datasets.Dataset:
+    """The rows of a file holding no record."""
+    return datasets.Dataset.from_dict({name: [] for name in raw_features()}, features=raw_features())
+
+
+def whole_batch(dataset: datasets.Dataset, function: Callable[[dict], dict], features: Features, description: str) -> datasets.Dataset:
+    """`dataset.map(function)` with the whole dataset as one batch (which may come back shorter), kept in memory
+    under a fresh fingerprint: no cache file beside the data, nothing reused, so `function`'s checks and counts run
+    every time (and its closure is not hashed). An empty dataset goes through `function` too (`map` would hand it
+    back unchanged)."""
+    if not len(dataset):
+        return datasets.Dataset.from_dict(function(dataset[:]), features=features)
+    return dataset.map(function, batched=True, batch_size=None, remove_columns=dataset.column_names, features=features,
+                       keep_in_memory=True, new_fingerprint=uuid.uuid4().hex, desc=description)
 
 
 def blank_image(size: tuple[int, int] = (224, 224)) -> PIL.Image.Image:
@@ -73,29 +121,27 @@ def blank_image(size: tuple[int, int] = (224, 224)) -> PIL.Image.Image:
     return PIL.Image.new("RGB", tuple(size))
 
 
-def new_report(source: str, missing_image: str, text_only: bool, empty_text: str = "error", allow_images_outside_data_dir: bool = False) -> dict[str, Any]:
-    if missing_image not in MISSING_IMAGE_MODES:
-        raise ValueError(f"missing_image must be one of {MISSING_IMAGE_MODES}, got {missing_image!r}")
-    if empty_text not in EMPTY_TEXT_MODES:
-        raise ValueError(f"empty_text must be one of {EMPTY_TEXT_MODES}, got {empty_text!r}")
+def new_report(files: dict[str, Any], options: ReadOptions, text_only: bool, source: str | None = None) -> dict[str, Any]:
+    """A new report of data read from `files` (split -> file), whose `source` is by default the files."""
     return {
-        "source": source, "missing_image": missing_image, "empty_text": empty_text, "text_only": text_only,
+        "source": source or ", ".join(str(path) for path in files.values()), "text_only": text_only,
+        "missing_image": options.missing_image, "empty_text": options.empty_text,
         "rows": {}, "skipped": {}, "blanked": {}, "dropped_texts": {}, "case_normalised_labels": {},
         "classes_without_train_rows": [], "undecodable_files": [], "blank_rows": {},
-        "allow_images_outside_data_dir": allow_images_outside_data_dir, "images_outside_data_dir": {},
+        "allow_images_outside_data_dir": options.allow_images_outside_data_dir, "images_outside_data_dir": {},
+        "files": {split: str(path) for split, path in files.items()},
     }
 
 
 # ---------------------------------------------------------------- texts and images
 
 
-def clean_text(row: RawRow) -> str | None:
-    """The row's text as a str (bytes decoded leniently); None when it is empty: blank or only invisible
-    characters, by `text_problems`, the rule of serving too (the tokenizer's part of it comes in `preflight`). A
-    number, a bool or a list is refused: written as a string it would be a text nobody wrote."""
-    text = row.text.decode("utf-8", errors="replace") if isinstance(row.text, bytes) else row.text
+def clean_text(text: Any, where: str) -> str | None:
+    """The text as a str; None when it is empty: blank or only invisible characters, by `text_problems`, the rule
+    of serving too (the tokenizer's part of it comes in `preflight`). A number, a bool or a list is refused:
+    written as a string it would be a text nobody wrote."""
     if text is not None and not isinstance(text, str):
-        raise ValueError(f"{row.where}: the text is a {type(text).__name__} ({str(text)[:100]}), not a string; write it as a string (in quotes)")
+        raise ValueError(f"{where}: the text is a {type(text).__name__} ({str(text)[:100]}), not a string; write it as a string (in quotes)")
     return None if text is None or text_problems([text]) else text
 
 
@@ -125,8 +171,21 @@ def raise_image_problems(split: str, wheres: list[str], problems: dict[int, str]
     )
 
 
-def raise_empty_texts(split: str, rows: list[RawRow], empty: list[int]) -> None:
-    listed = "; ".join(f"{rows[index].where}: the text is empty or has only invisible characters" for index in empty[:MAX_LISTED_PROBLEMS])
+def meet_missing_image(split: str, problems: dict[int, str], wheres: list[str], missing_image: str, report: dict[str, Any], what: str) -> set[int]:
+    """The `missing_image` policy for a split's image `problems` (row index -> problem; `wheres` locates each
+    row): raise, or warn and add them to the report's `skipped` or `blanked`; the rows to drop."""
+    if problems and missing_image == "error":
+        raise_image_problems(split, wheres, problems)
+    for count, mode in (("skipped", "skip"), ("blanked", "blank")):
+        report[count][split] = report[count].get(split, 0) + (len(problems) if missing_image == mode else 0)
+    if problems:
+        action = "dropped" if missing_image == "skip" else "kept with a blank image"
+        logger.warning("%s, split %s: %d of %d %s; %s", report["source"], split, len(problems), len(wheres), what, action)
+    return set(problems) if missing_image == "skip" else set()
+
+
+def raise_empty_texts(split: str, wheres: list[str], empty: list[int]) -> None:
+    listed = "; ".join(f"{wheres[index]}: the text is empty or has only invisible characters" for index in empty[:MAX_LISTED_PROBLEMS])
     raise ValueError(
         f"{len(empty)} empty text(s) in split {split!r}: {listed}. "
         "Fix or remove these rows, or pass empty_text='skip' (run_sppscl.py: --empty_text skip) to drop them."
@@ -136,60 +195,53 @@ def raise_empty_texts(split: str, rows: list[RawRow], empty: list[int]) -> None:
 # ---------------------------------------------------------------- assembling
 
 
-def build_loaded_data(
-    raw: dict[str, list[RawRow]],
-    label_names: list[str] | None,
-    missing_image: str,
-    report: dict[str, Any],
-    verify_pixels: bool,
-    image_feature: datasets.Image | None = None,
-) -> LoadedData:
-    """Validate texts, labels and images of every split against one label set and assemble the `DatasetDict`."""
-    mapper = label_mapper(raw, label_names)
+def build_loaded_data(raw: dict[str, datasets.Dataset], options: ReadOptions, report: dict[str, Any], label_names: list[str] | None = None) -> LoadedData:
+    """Validate texts, labels and images of every split against one label set (`label_names`, else the options')
+    and assemble the `DatasetDict`."""
+    mapper = label_mapper(raw, label_names or options.label_names)
     names = mapper.names
-    features = Features({"id": Value("string"), "text": Value("string"), "image": image_feature or Value("string"), "label": ClassLabel(names=names)})
-    columns = {split: split_columns(split, raw[split], mapper, missing_image, report, verify_pixels) for split in SPLIT_ORDER if split in raw}
-    find_questionable_rows(columns, names, report)
-    splits = {split: datasets.Dataset.from_dict(part, features=features) for split, part in columns.items()}
-    if "train" in splits:
-        counts = Counter(splits["train"]["label"])
+    image_feature = next(iter(raw.values())).features["image"]
+    features = Features({"id": Value("string"), "text": Value("string"), "image": image_feature, "label": ClassLabel(names=names)})
+    checked = {split: check_split(split, raw[split], mapper, options, report, features) for split in SPLIT_ORDER if split in raw}
+    find_questionable_rows({split: part.to_dict() for split, part in checked.items()}, names, report)
+    if isinstance(image_feature, datasets.Image):  # undecoded while checked; consumers get PIL images
+        checked = {split: part.cast_column("image", datasets.Image()) for split, part in checked.items()}
+    if "train" in checked:
+        counts = Counter(checked["train"]["label"])
         report["classes_without_train_rows"] = [name for index, name in enumerate(names) if counts[index] == 0]
         if report["classes_without_train_rows"]:
             logger.warning("%s: no training pair has class(es) %s; the model cannot learn them", report["source"], report["classes_without_train_rows"])
-    return LoadedData(DatasetDict(splits), names, report)
+    return LoadedData(DatasetDict(checked), names, report)
 
 
-def split_columns(split: str, rows: list[RawRow], mapper: LabelMapper, missing_image: str, report: dict[str, Any], verify_pixels: bool) -> dict[str, list]:
-    """The four columns of one split, after validation, the `empty_text` and the `missing_image` policies."""
-    texts = [clean_text(row) for row in rows]
-    empty = [index for index, text in enumerate(texts) if text is None]
-    if empty and report["empty_text"] == "error":
-        raise_empty_texts(split, rows, empty)
-    before = mapper.case_matched
-    labels = [mapper(row.label, row.where) for row in rows]
-    report["case_normalised_labels"][split] = mapper.case_matched - before
-    if report["case_normalised_labels"][split]:
-        logger.warning("%s, split %s: %d label(s) matched to a class by case only", report["source"], split, report["case_normalised_labels"][split])
-    problems = {} if report["text_only"] else image_problems([row.image for row in rows], verify_pixels, split)
-    if problems and missing_image == "error":
-        raise_image_problems(split, [row.where for row in rows], problems)
-    report["skipped"][split] = len(problems) if missing_image == "skip" else 0
-    report["blanked"][split] = len(problems) if missing_image == "blank" else 0
-    report["dropped_texts"][split] = len(empty)
-    if problems:
-        action = "dropped" if missing_image == "skip" else "kept with a blank image"
-        logger.warning("%s, split %s: %d of %d pairs have a missing or unreadable image; %s", report["source"], split, len(problems), len(rows), action)
-    if empty:
-        logger.warning("%s, split %s: %d pair(s) with an empty text dropped, e.g. %s", report["source"], split, len(empty), rows[empty[0]].where)
-    dropped = set(empty) | (set(problems) if missing_image == "skip" else set())
-    keep = [index for index in range(len(rows)) if index not in dropped]
-    report["rows"][split] = len(keep)
-    return {
-        "id": [rows[index].id for index in keep],
-        "text": [texts[index] for index in keep],
-        "image": [None if index in problems else rows[index].image for index in keep],
-        "label": [labels[index] for index in keep],
-    }
+def check_split(split: str, rows: datasets.Dataset, mapper: LabelMapper, options: ReadOptions, report: dict[str, Any], features: Features) -> datasets.Dataset:
+    """One split's rows after validation, the `empty_text` and the `missing_image` policies: one pass over the
+    split, which counts what it drops or blanks in `report`."""
+
+    def check(batch: dict[str, list]) -> dict[str, list]:
+        wheres = batch["where"]
+        texts = [clean_text(json.loads(text), where) for text, where in zip(batch["text"], wheres)]
+        empty = [index for index, text in enumerate(texts) if text is None]
+        if empty and options.empty_text == "error":
+            raise_empty_texts(split, wheres, empty)
+        before = mapper.case_matched
+        labels = [mapper(json.loads(label), where) for label, where in zip(batch["label"], wheres)]
+        report["case_normalised_labels"][split] = mapper.case_matched - before
+        if report["case_normalised_labels"][split]:
+            logger.warning("%s, split %s: %d label(s) matched to a class by case only", report["source"], split, report["case_normalised_labels"][split])
+        problems = {} if report["text_only"] else image_problems(batch["image"], options.verify_pixels, split)
+        dropped = meet_missing_image(split, problems, wheres, options.missing_image, report, "pairs have a missing or unreadable image")
+        report["dropped_texts"][split] = len(empty)
+        if empty:
+            logger.warning("%s, split %s: %d pair(s) with an empty text dropped, e.g. %s", report["source"], split, len(empty), wheres[empty[0]])
+        dropped |= set(empty)
+        keep = [index for index in range(len(wheres)) if index not in dropped]
+        report["rows"][split] = len(keep)
+        images = [None if index in problems else image for index, image in enumerate(batch["image"])]
+        return {"id": [batch["id"][index] for index in keep], "text": [texts[index] for index in keep],
+                "image": [images[index] for index in keep], "label": [labels[index] for index in keep]}
+
+    return whole_batch(rows, check, features, f"Checking rows ({split})")
 
 
 def image_problems(images: list[Any], verify_pixels: bool, split: str) -> dict[int, str]:
@@ -222,19 +274,12 @@ def apply_pixel_problems(splits: dict[str, datasets.Dataset], missing_image: str
             images = list(dataset["image"]) if "image" in dataset.column_names else []
             present = [index for index, image in enumerate(images) if image is not None]
             found = {present[index]: problem for index, problem in image_problems([images[i] for i in present], True, split).items()}
-        if found and missing_image == "error":
-            raise_image_problems(split, [f"id {str(row_id)!r}" for row_id in dataset["id"]], found)
-        if found:
-            logger.warning("split %s: %d of %d images do not decode; %s", split, len(found), len(dataset),
-                           "dropped" if missing_image == "skip" else "kept with a blank image")
-        if found and missing_image == "skip":
+        wheres = [f"id {str(row_id)!r}" for row_id in dataset["id"]]
+        if meet_missing_image(split, found, wheres, missing_image, report, "images do not decode"):
             dataset = dataset.select([index for index in range(len(dataset)) if index not in found])
-            report["skipped"][split] = report["skipped"].get(split, 0) + len(found)
             report["rows"][split] = len(dataset)
-        elif found:
-            if "image" in dataset.column_names:
-                dataset = dataset.map(lambda row, index: {"image": None} if index in found else {}, with_indices=True)
-            report["blanked"][split] = report["blanked"].get(split, 0) + len(found)
+        elif found and "image" in dataset.column_names:
+            dataset = dataset.map(lambda row, index: {"image": None} if index in found else {}, with_indices=True)
         checked[split] = dataset.cast_column("image", feature) if isinstance(feature, datasets.Image) else dataset
     return checked
 
@@ -245,4 +290,4 @@ def describe_image(image: Any) -> str:
     return str(image)
 
 
-__all__ = ["LoadedData", "RawRow", "apply_pixel_problems", "blank_image", "build_loaded_data", "new_report"]
+__all__ = ["LoadedData", "ReadOptions", "apply_pixel_problems", "as_read", "blank_image", "build_loaded_data", "new_report", "no_rows", "raw_features", "whole_batch"]
