@@ -200,7 +200,8 @@ def test_load_data_takes_the_label_set_of_the_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_run_refuses_bad_data_before_any_tower_runs(tmp_path):
-    """Through the script: a token-less dev text and --do_predict without a test file, refused together."""
+    """Through the script: a token-less dev text is refused before any tower runs (a missing test split is refused
+    earlier still, before the towers load: test_a_data_error_is_reported_before_any_tower_loads)."""
     folder = tmp_path / "mvsa"
     items = clmlf_items([0, 1, 2, 0])
     for item in items:
@@ -224,12 +225,11 @@ def test_run_refuses_bad_data_before_any_tower_runs(tmp_path):
            "HF_DATASETS_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "run_sppscl.py"), "--data_dir", str(folder), "--text_model_name_or_path", str(towers / "text"),
-         "--vision_model_name_or_path", str(towers / "vision"), "--output_dir", str(output), "--do_train", "--do_eval", "--do_predict",
+         "--vision_model_name_or_path", str(towers / "vision"), "--output_dir", str(output), "--do_train", "--do_eval",
          "--report_to", "none"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode != 0
     assert f"{folder / 'dev.json'}, row 1 (id 'd1')" in result.stderr and "--empty_text skip" in result.stderr
-    assert "--do_predict needs a test split" in result.stderr
     # Refused before any tower ran: no feature cache (it lives under the datasets cache), no checkpoint.
     assert not (tmp_path / "cache" / "sppscl_features").exists() and not list(output.glob("checkpoint-*"))
